@@ -1,0 +1,127 @@
+"""Opening RocksDB for the store: tuned options and the foreign-format probe.
+
+Kept apart from NodeStore so that every rocksdict option the daemon depends on
+is in one place with its reason. Raw mode matters most: rocksdict's default
+mode prefixes every key and value with a type tag, which would change key
+order and make the data unreadable to other RocksDB tools.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rocksdict import AccessType, Options, Rdict
+
+from storage.errors import StoreFormatError, StoreFullError, StoreIOError, is_enospc
+from storage.keys import FORMAT_KEY, FORMAT_NAME, FORMAT_VERSION
+
+__all__ = ["check_marker", "make_options", "open_rdict", "probe_format"]
+
+# RocksDB's info LOG would otherwise grow for the life of the process and keep
+# a file per restart forever; the node runs for years.
+_INFO_LOG_BYTES_MAX = 16 << 20
+_INFO_LOG_FILES_MAX = 5
+# Table files stay open for fast reads; bounded because the same process also
+# holds a socket per peer and client under systemd's file limit.
+_OPEN_FILES_MAX = 512
+_ROCKSDICT_CONFIG = "rocksdict-config.json"
+
+
+def make_options(write_buffer_bytes: int, *, create: bool) -> Options:
+    options = Options(raw_mode=True)
+    options.create_if_missing(create)
+    options.set_write_buffer_size(write_buffer_bytes)
+    # Two memtables (one filling, one flushing) bound the live WAL to about
+    # 2x the write buffer, which is what a reopen after ENOSPC must replay.
+    options.set_max_write_buffer_number(2)
+    options.set_max_total_wal_size(4 * write_buffer_bytes)
+    options.set_max_log_file_size(_INFO_LOG_BYTES_MAX)
+    options.set_keep_log_file_num(_INFO_LOG_FILES_MAX)
+    options.set_max_open_files(_OPEN_FILES_MAX)
+    return options
+
+
+def open_rdict(db_dir: Path, write_buffer_bytes: int) -> Rdict:
+    """Open (creating if missing) read-write, mapping failures to store errors."""
+    try:
+        return Rdict(str(db_dir), make_options(write_buffer_bytes, create=True))
+    except Exception as exc:
+        if is_enospc(exc):
+            raise StoreFullError(
+                f"cannot open {db_dir}: no space left to replay the WAL; free at least "
+                f"{2 * write_buffer_bytes} bytes ({exc})"
+            ) from exc
+        raise StoreIOError(f"cannot open {db_dir}: {exc}") from exc
+
+
+def probe_format(db_dir: Path, write_buffer_bytes: int) -> bool:
+    """Check an existing directory without writing to it; return True if it holds our marker.
+
+    False means an existing but empty RocksDB without a marker (a first open
+    that crashed before writing it), which is safe to initialise. Anything
+    that is not ours raises StoreFormatError; opening read-only first means a
+    foreign database is never modified by the attempt.
+    """
+    _check_rocksdict_config(db_dir)
+    try:
+        families = Rdict.list_cf(str(db_dir), make_options(write_buffer_bytes, create=False))
+        probe = Rdict(
+            str(db_dir),
+            make_options(write_buffer_bytes, create=False),
+            access_type=AccessType.read_only(False),
+        )
+    except Exception as exc:
+        raise StoreFormatError(f"{db_dir} is not a readable RocksDB database: {exc}") from exc
+    try:
+        if families != ["default"]:
+            raise StoreFormatError(
+                f"{db_dir} is a foreign RocksDB database (column families {families}), "
+                f"not a {FORMAT_NAME} store"
+            )
+        marker = probe.get(FORMAT_KEY)
+        if marker is None:
+            if next(iter(probe.keys()), None) is not None:
+                raise StoreFormatError(
+                    f"{db_dir} is a non-empty RocksDB database without a {FORMAT_NAME} "
+                    "format marker; refusing to use it"
+                )
+            return False
+        check_marker(db_dir, marker)
+        return True
+    finally:
+        probe.close()
+
+
+def check_marker(db_dir: Path, marker: bytes) -> None:
+    try:
+        decoded = json.loads(marker)
+        name, version = decoded["format"], decoded["version"]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise StoreFormatError(f"{db_dir} has an unreadable format marker {marker!r}") from exc
+    if name != FORMAT_NAME or type(version) is not int:
+        raise StoreFormatError(
+            f"{db_dir} holds format {name!r} version {version!r}, not {FORMAT_NAME!r}"
+        )
+    if version > FORMAT_VERSION:
+        raise StoreFormatError(
+            f"{db_dir} is {FORMAT_NAME} version {version}, newer than this build "
+            f"supports ({FORMAT_VERSION}); run a newer pbftd"
+        )
+    if version < 1:
+        raise StoreFormatError(f"{db_dir} has invalid {FORMAT_NAME} version {version}")
+
+
+def _check_rocksdict_config(db_dir: Path) -> None:
+    """A database written by rocksdict in its default (pickling) mode is not ours."""
+    path = db_dir / _ROCKSDICT_CONFIG
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        return
+    except ValueError as exc:
+        raise StoreFormatError(f"{path} is unreadable: {exc}") from exc
+    if config.get("raw_mode") is not True:
+        raise StoreFormatError(
+            f"{db_dir} was written by rocksdict in non-raw mode; not a {FORMAT_NAME} store"
+        )

@@ -1,0 +1,198 @@
+"""Round trips, atomicity and ranges of NodeStore in one process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from storage import NodeStore, StoreError, wipe
+from tests.storage.conftest import block_bytes, block_hash, cert_bytes, reopen
+
+
+def put_blocks(store: NodeStore, heights: range) -> None:
+    for height in heights:
+        with store.batch() as b:
+            b.put_block(height, block_hash(height), block_bytes(height), cert_bytes(height))
+
+
+def test_empty_store_has_no_height(store: NodeStore) -> None:
+    assert store.last_height() is None
+    assert store.get_block(0) is None
+    assert list(store.iter_blocks(0, 100)) == []
+
+
+def test_every_keyspace_round_trips(store: NodeStore) -> None:
+    txs = [(b"tx-a", b"payload-a"), (b"tx-b", b""), (b"\x00" * 32, b"payload-c")]
+    with store.batch() as b:
+        b.put_block(7, block_hash(7), b"block-7", b"cert-7", txs=txs)
+        b.put_state(b"case/1", b"open")
+        b.put_state(b"case/2", b"closed")
+        b.put_meta("chain_id", b"court-chain")
+        b.put_consensus("replica", b"view=3")
+
+    assert store.get_block(7) == b"block-7"
+    assert store.get_cert(7) == b"cert-7"
+    assert store.get_block_height_by_hash(block_hash(7)) == 7
+    assert store.get_tx(b"tx-a") == (7, 0, b"payload-a")
+    assert store.get_tx(b"tx-b") == (7, 1, b"")
+    assert store.get_tx(b"\x00" * 32) == (7, 2, b"payload-c")
+    assert store.get_tx(b"tx-missing") is None
+    assert store.get_state(b"case/1") == b"open"
+    assert store.get_meta("chain_id") == b"court-chain"
+    assert store.get_consensus("replica") == b"view=3"
+    assert store.last_height() == 7
+
+
+def test_keyspaces_do_not_alias(store: NodeStore) -> None:
+    """The same name in two keyspaces is two records."""
+    with store.batch() as b:
+        b.put_meta("replica", b"meta")
+        b.put_consensus("replica", b"consensus")
+        b.put_state(b"replica", b"state")
+    assert store.get_meta("replica") == b"meta"
+    assert store.get_consensus("replica") == b"consensus"
+    assert store.get_state(b"replica") == b"state"
+
+
+def test_delete_state_and_iter_state_by_prefix(store: NodeStore) -> None:
+    with store.batch() as b:
+        for key in (b"a/1", b"a/2", b"a/3", b"b/1", b"a\xff"):
+            b.put_state(key, key.upper())
+    with store.batch() as b:
+        b.delete_state(b"a/2")
+    assert list(store.iter_state(b"a/")) == [(b"a/1", b"A/1"), (b"a/3", b"A/3")]
+    assert [k for k, _ in store.iter_state()] == [b"a/1", b"a/3", b"a\xff", b"b/1"]
+    assert list(store.iter_state(b"zz")) == []
+    assert store.get_state(b"a/2") is None
+
+
+def test_iter_state_does_not_leak_into_next_keyspace(store: NodeStore) -> None:
+    """``s/`` is followed by ``t/``; an empty prefix must stop at the boundary."""
+    with store.batch() as b:
+        b.put_block(1, block_hash(1), b"blk", b"cert", txs=[(b"tx", b"body")])
+    assert list(store.iter_state()) == []
+
+
+def test_exception_inside_batch_writes_nothing(store: NodeStore) -> None:
+    with pytest.raises(RuntimeError, match="boom"), store.batch() as b:
+        b.put_block(1, block_hash(1), b"blk", b"cert", txs=[(b"tx", b"body")])
+        b.put_state(b"k", b"v")
+        b.put_meta("m", b"v")
+        raise RuntimeError("boom")
+    assert store.get_block(1) is None
+    assert store.get_block_height_by_hash(block_hash(1)) is None
+    assert store.get_tx(b"tx") is None
+    assert store.get_state(b"k") is None
+    assert store.get_meta("m") is None
+    assert store.last_height() is None
+
+
+def test_invalid_argument_adds_nothing_to_the_batch(store: NodeStore) -> None:
+    """A caller that swallows a ValueError must not commit half a block."""
+    with store.batch() as b:
+        with pytest.raises(ValueError, match="block hash"):
+            b.put_block(1, b"short", b"blk", b"cert")
+        with pytest.raises(ValueError, match="tx id"):
+            b.put_block(2, block_hash(2), b"blk", b"cert", txs=[(b"", b"x")])
+        with pytest.raises(TypeError, match="bytes"):
+            b.put_state(b"k", "not bytes")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="height"):
+            b.put_block(-1, block_hash(3), b"blk", b"cert")
+        with pytest.raises(ValueError, match="height"):
+            b.put_block(True, block_hash(3), b"blk", b"cert")
+    assert store.get_block(1) is None
+    assert store.get_cert(2) is None
+    assert store.last_height() is None
+
+
+def test_batch_cannot_be_reused(store: NodeStore) -> None:
+    with store.batch() as b:
+        b.put_meta("m", b"1")
+    with pytest.raises(RuntimeError, match="already committed"):
+        b.put_meta("m", b"2")
+    assert store.get_meta("m") == b"1"
+
+
+def test_sync_helpers_write_durably(store: NodeStore, data_dir: Path) -> None:
+    store.put_consensus_sync("replica", b"view=9")
+    store.put_meta_sync("note", b"x")
+    store.close()
+    with reopen(data_dir) as again:
+        assert again.get_consensus("replica") == b"view=9"
+        assert again.get_meta("note") == b"x"
+
+
+def test_last_height_is_the_maximum_written(store: NodeStore) -> None:
+    put_blocks(store, range(0, 5))
+    with store.batch() as b:  # a lower height (e.g. state transfer back-fill) keeps the max
+        b.put_block(2, block_hash(2), block_bytes(2), cert_bytes(2))
+    assert store.last_height() == 4
+    with store.batch() as b:
+        b.put_block(9, block_hash(9), b"9", b"c9")
+        b.put_block(8, block_hash(8), b"8", b"c8")
+    assert store.last_height() == 9
+
+
+def test_last_height_survives_reopen(store: NodeStore, data_dir: Path) -> None:
+    put_blocks(store, range(0, 300))
+    store.close()
+    with reopen(data_dir) as again:
+        assert again.last_height() == 299
+        assert again.get_block(299) == block_bytes(299)
+
+
+def test_last_height_ignores_keys_after_the_block_keyspace(store: NodeStore) -> None:
+    """``c/`` keys sort right after ``b/``; the scan must not read one as a block."""
+    with store.batch() as b:
+        b.put_block(3, block_hash(3), b"b3", b"c3")
+        b.put_state(b"\xff" * 8, b"v")
+    store.close()
+    with reopen(store.data_dir) as again:
+        assert again.last_height() == 3
+
+
+def test_iter_blocks_bounds_are_inclusive(store: NodeStore) -> None:
+    put_blocks(store, range(0, 10))
+    assert [h for h, _ in store.iter_blocks(3, 6)] == [3, 4, 5, 6]
+    assert [h for h, _ in store.iter_blocks(0, 0)] == [0]
+    assert [h for h, _ in store.iter_blocks(8, 100)] == [8, 9]
+    assert list(store.iter_blocks(6, 3)) == []
+    assert list(store.iter_blocks(10, 20)) == []
+    assert dict(store.iter_blocks(0, 9)) == {h: block_bytes(h) for h in range(10)}
+
+
+def test_iter_blocks_orders_by_height_across_byte_boundaries(store: NodeStore) -> None:
+    heights = [255, 256, 65535, 65536, 2**32, 2**64 - 1]
+    for height in heights:
+        with store.batch() as b:
+            b.put_block(height, block_hash(height), b"%d" % height, b"c")
+    assert [h for h, _ in store.iter_blocks(0, 2**64 - 1)] == heights
+    assert [h for h, _ in store.iter_blocks(256, 65536)] == [256, 65535, 65536]
+    assert store.last_height() == 2**64 - 1
+
+
+def test_close_is_idempotent_and_reads_after_close_raise(store: NodeStore) -> None:
+    store.close()
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.get_block(0)
+    with pytest.raises(StoreError, match="closed"):
+        store.batch()
+
+
+def test_wipe_removes_the_database(store: NodeStore, data_dir: Path) -> None:
+    put_blocks(store, range(0, 3))
+    store.close()
+    wipe(data_dir)
+    assert not (data_dir / "db").exists()
+    with reopen(data_dir) as fresh:
+        assert fresh.last_height() is None
+        assert fresh.get_block(0) is None
+
+
+def test_unsynced_mode_still_round_trips(data_dir: Path) -> None:
+    with NodeStore.open(data_dir, sync_writes=False, ballast_bytes=0) as store:
+        put_blocks(store, range(0, 3))
+    with reopen(data_dir) as again:
+        assert again.last_height() == 2
