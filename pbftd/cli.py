@@ -1,0 +1,108 @@
+"""The ``pbftd`` command line.
+
+User mistakes print one line on stderr and exit non-zero, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """A mistake by the person at the keyboard: one line, exit 2."""
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    from .sim import parse_faults, run_seeds
+    from .sim.planted import PLANTED
+    from .sim.runner import replay_command
+
+    try:
+        faults = parse_faults(args.faults)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.plant and args.plant not in PLANTED:
+        raise UsageError(f"unknown planted bug {args.plant!r}; choose from {', '.join(PLANTED)}")
+    if not 1 <= args.nodes <= 64:
+        raise UsageError("--nodes must be between 1 and 64")
+    if args.seeds < 1:
+        raise UsageError("--seeds must be at least 1")
+    first = args.seed if args.seed is not None else 1
+    started = time.monotonic()
+    violations = 0
+    failing: list[int] = []
+
+    def report(result: object) -> None:
+        nonlocal violations
+        seed, found = result.seed, result.violations  # type: ignore[attr-defined]
+        if found:
+            violations += len(found)
+            failing.append(seed)
+            for v in found:
+                print(f"seed {seed}: VIOLATION {v}")
+            print(f"  replay: {replay_command(args.nodes, seed, args.faults, args.plant)}")
+        elif args.verbose:
+            stats = result.stats  # type: ignore[attr-defined]
+            print(f"seed {seed}: ok ({stats.get('blocks_executed', 0)} blocks executed, "
+                  f"{stats.get('note_new_view_installed', 0)} new views, "
+                  f"liveness after {stats.get('liveness_done_ms', '?')} ms)")
+        sys.stdout.flush()
+
+    run_seeds(args.nodes, range(first, first + args.seeds), faults, plant=args.plant,
+              jobs=args.jobs, safety_ms=args.safety_ms, on_result=report)
+    elapsed = time.monotonic() - started
+    print(f"# n={args.nodes} faults={args.faults} seeds {first}..{first + args.seeds - 1} "
+          f"in {elapsed:.1f}s" + (f"; failing seeds: {failing[:20]}" if failing else ""))
+    print(f"{args.seeds} seeds, {violations} violations")
+    return 1 if violations else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pbftd", description="PBFT consensus node for the courts' consortium chain.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sim = sub.add_parser(
+        "sim", help="run the deterministic fault simulator",
+        description="Run seeded simulations of a cluster under faults and check safety after "
+                    "every step and liveness after healing. Exit 1 on any violation, printing "
+                    "the command that replays it.")
+    sim.add_argument("--nodes", type=int, default=4, help="validators (default 4)")
+    sim.add_argument("--seeds", type=int, default=100, help="how many seeds to run (default 100)")
+    sim.add_argument("--seed", type=int, help="first seed (default 1); with --seeds 1 replays it")
+    sim.add_argument("--faults", default="all",
+                     help="'all', 'none' or a comma list of: drop, dup, delay, partition, "
+                          "oneway, isolate, crash, crash_mid, wipe, replay, equivocate, silent, "
+                          "forge, bogus (default all)")
+    sim.add_argument("--plant", help="run a deliberately broken replica (checks the checkers): "
+                                     "commit-on-2f, new-view-without-prepared-certs")
+    sim.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    sim.add_argument("--safety-ms", type=int, default=8_000,
+                     help="simulated ms of faults before healing (default 8000)")
+    sim.add_argument("-v", "--verbose", action="store_true", help="a line per seed")
+    sim.set_defaults(func=_cmd_sim)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"pbftd {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
