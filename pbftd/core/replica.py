@@ -434,7 +434,8 @@ class Replica:
         self._check_fresh_batch(m, batch, now_ms)
         entry.pp, entry.batch, entry.touched_ms = m, batch, now_ms
         for sub in batch.subs:
-            if sub.key not in self.recent_executed and sub.key not in self.pending:
+            known = sub.key in self.recent_executed or sub.key in self.pending
+            if not known and len(self.pending) < self.cfg.pending_submissions_max:
                 self.pending[sub.key] = sub
         return self._accept_pre_prepare(entry, now_ms)
 
@@ -804,14 +805,17 @@ class Replica:
         self.stats["new_views_installed"] += 1
         rest: list[Action] = [self._cancel(TIMER_NEW_VIEW),
                               Note("new_view_installed", {"view": nv.view})]
-        if plan.min_s > self.stable_seq:
-            rest += self._set_stable(plan.min_s, plan.min_hash, plan.proof, now_ms)
+        # Sequence numbers the new view re-issues must be claimed before
+        # anything below can propose, or the primary would reuse one.
+        last = plan.batches[-1][0] if plan.batches else plan.min_s
+        self.next_seq = max(last, self.stable_seq, plan.min_s, self.next_exec - 1) + 1
+        in_plan = {s.key for _, batch in plan.batches for s in batch.subs}
+        self.unproposed = OrderedDict((k, s) for k, s in self.pending.items()
+                                      if k not in in_plan)
         puts: list[tuple[str, bytes]] = [("view", codec.encode([nv.view, True]))]
         votes: list[Action] = []
-        in_plan: set[SubKey] = set()
         for pp, (seq, batch) in zip(nv.pre_prepares, plan.batches, strict=True):
-            in_plan.update(s.key for s in batch.subs)
-            if seq <= self.stable_seq:
+            if seq <= max(self.stable_seq, plan.min_s):
                 continue
             entry = self._entry(seq)
             entry.pp, entry.batch, entry.touched_ms = pp, batch, now_ms
@@ -822,11 +826,9 @@ class Replica:
                 entry.sent_prepare = True
                 votes.append(Broadcast(prep.frame()))
             puts.append(self._entry_record(entry))
-        last = plan.batches[-1][0] if plan.batches else plan.min_s
-        self.next_seq = max(last, self.stable_seq, self.next_exec - 1) + 1
-        self.unproposed = OrderedDict((k, s) for k, s in self.pending.items()
-                                      if k not in in_plan)
         rest = votes + rest
+        if plan.min_s > self.stable_seq:
+            rest += self._set_stable(plan.min_s, plan.min_hash, plan.proof, now_ms)
         for entry in list(self.log.values()):
             rest += self._check_prepared(entry, now_ms)
         rest += self._replay_future(now_ms)
