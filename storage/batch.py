@@ -95,6 +95,10 @@ class Batch:
     def put_consensus(self, name: str, value: bytes) -> None:
         self._put(keys.consensus_key(name), "consensus value", value)
 
+    def delete_consensus(self, name: str) -> None:
+        self._check_open()
+        self._batch.delete(keys.consensus_key(name))
+
     def _put(self, key: bytes, what: str, value: bytes) -> None:
         self._check_open()
         keys.check_value(what, value)

@@ -192,6 +192,14 @@ class NodeStore:
                 return
             yield key[len(keys.PREFIX_STATE) :], value
 
+    def iter_consensus(self) -> Iterator[tuple[str, bytes]]:
+        """(name, value) of every consensus record: what a replica restarts from."""
+        start = keys.PREFIX_CONSENSUS
+        for key, value in self._require_db().items(from_key=start):
+            if not key.startswith(start):
+                return
+            yield key[len(start) :].decode(), value
+
     # -- writes --------------------------------------------------------------
 
     def batch(self) -> Batch:

@@ -279,10 +279,11 @@ class Replica:
             return [Note("message_rejected", {"peer": sender, "reason": str(exc)})]
 
     def on_timer(self, name: str, now_ms: int) -> list[Action]:
-        due = self.timers.get(name)
-        if due is None or now_ms < due:
-            return []  # cancelled or re-armed since the shell scheduled it
-        del self.timers[name]
+        # The shell fires only the latest arming of a timer; a name we no
+        # longer hold was cancelled.  No comparison with ``now_ms``: a wall
+        # clock stepped backwards must not strand a timer forever.
+        if self.timers.pop(name, None) is None:
+            return []
         handler = {
             TIMER_BATCH: self._on_batch_timeout, TIMER_REQUEST: self._on_request_timeout,
             TIMER_NEW_VIEW: self._on_new_view_timeout, TIMER_STATUS: self._on_status_timeout,

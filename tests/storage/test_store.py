@@ -196,3 +196,16 @@ def test_unsynced_mode_still_round_trips(data_dir: Path) -> None:
         put_blocks(store, range(0, 3))
     with reopen(data_dir) as again:
         assert again.last_height() == 2
+
+
+def test_consensus_records_iterate_and_delete(tmp_path):
+    from storage import NodeStore
+
+    with NodeStore.open(tmp_path, ballast_bytes=0) as store:
+        with store.batch() as b:
+            b.put_consensus("view", b"\x01")
+            b.put_consensus("entry/00000000000000000001", b"e1")
+            b.put_state(b"k", b"v")
+        with store.batch() as b:
+            b.delete_consensus("view")
+        assert dict(store.iter_consensus()) == {"entry/00000000000000000001": b"e1"}
