@@ -9,6 +9,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -62,6 +63,66 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     return 1 if violations else 0
 
 
+def _cmd_testnet_init(args: argparse.Namespace) -> int:
+    from .testnet import init_testnet
+
+    try:
+        files = init_testnet(Path(args.dir), args.nodes, args.base_port)
+    except (FileExistsError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    for court in files:
+        print(f"{court.court_id:<24} {court.config}  rpc {court.rpc_url}")
+    return 0
+
+
+def _cmd_testnet_up(args: argparse.Namespace) -> int:
+    from .testnet import up_testnet
+
+    if args.observers:
+        raise UsageError("observer courts are not supported yet (issue 3 follow-up)")
+    return up_testnet(Path(args.dir), args.nodes, args.base_port)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from config import ConfigError, load_settings
+
+    from .daemon import DaemonError, run_daemon
+    from .logs import configure_logging
+
+    try:
+        settings = load_settings(args.config)
+        configure_logging(settings.log_format, settings.log_level)
+        run_daemon(settings)
+    except (ConfigError, DaemonError) as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from .courtinit import init_court
+
+    try:
+        for line in init_court(args.court_id, args.name, args.tier, args.parent, Path(args.dir),
+                               args.p2p_address, args.rpc_address, args.role):
+            print(line)
+    except (FileExistsError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+def _cmd_genesis(args: argparse.Namespace) -> int:
+    from config import ConfigError
+
+    from .courtinit import assemble_genesis
+
+    try:
+        path = assemble_genesis([Path(d) for d in args.dirs], Path(args.out), args.chain_id)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pbftd", description="PBFT consensus node for the courts' consortium chain.")
@@ -85,6 +146,47 @@ def build_parser() -> argparse.ArgumentParser:
                      help="simulated ms of faults before healing (default 8000)")
     sim.add_argument("-v", "--verbose", action="store_true", help="a line per seed")
     sim.set_defaults(func=_cmd_sim)
+
+    testnet = sub.add_parser("testnet", help="a whole consortium on this machine")
+    tsub = testnet.add_subparsers(dest="testnet_command", metavar="COMMAND", required=True)
+    for name, func, helptext in (
+            ("up", _cmd_testnet_up, "create DIR if missing, start every court, stop on Ctrl-C"),
+            ("init", _cmd_testnet_init, "only write the genesis, keys and configs")):
+        t = tsub.add_parser(name, help=helptext, description=helptext)
+        t.add_argument("dir", nargs="?" if name == "up" else None, default="testnet",
+                       metavar="DIR", help="testnet directory (default ./testnet)")
+        t.add_argument("--nodes", type=int, default=4, help="validators (default 4)")
+        t.add_argument("--base-port", type=int, default=26650,
+                       help="first loopback port; court i uses base+2i (p2p), base+2i+1 (rpc)")
+        if name == "up":
+            t.add_argument("--observers", type=int, default=0, help="observer courts (default 0)")
+        t.set_defaults(func=func)
+
+    run = sub.add_parser("run", help="run one daemon in the foreground (systemd ExecStart)",
+                         description="Run one court's daemon until SIGTERM or SIGINT.")
+    run.add_argument("--config", required=True, metavar="FILE", help="the node's config.toml")
+    run.set_defaults(func=_cmd_run)
+
+    init = sub.add_parser("init", help="keys and config for one real court",
+                          description="Create a court's key, admin token, config and the public "
+                                      "court.json that 'pbftd genesis' assembles.")
+    init.add_argument("--court-id", required=True)
+    init.add_argument("--name", required=True)
+    init.add_argument("--tier", required=True,
+                      choices=["supreme", "high", "intermediate", "basic"])
+    init.add_argument("--parent", help="court id of the supervising court")
+    init.add_argument("--role", default="validator", choices=["validator", "observer"])
+    init.add_argument("--p2p-address", default="0.0.0.0:26656", metavar="HOST:PORT")
+    init.add_argument("--rpc-address", default="127.0.0.1:26657", metavar="HOST:PORT")
+    init.add_argument("--dir", required=True, help="the court's new directory")
+    init.set_defaults(func=_cmd_init)
+
+    gen = sub.add_parser("genesis", help="assemble genesis.json from courts' public files",
+                         description="Read DIR/court.json of each court and write a genesis.")
+    gen.add_argument("dirs", nargs="+", metavar="DIR")
+    gen.add_argument("--chain-id", default="court-chain")
+    gen.add_argument("--out", default="genesis.json", metavar="FILE")
+    gen.set_defaults(func=_cmd_genesis)
     return parser
 
 

@@ -1,0 +1,178 @@
+"""``pbftd run``: assemble one court's node from its config and run it.
+
+Start-up order matters: settings and genesis are validated first (a bad
+file stops here with its name and key), then the store is opened (its flock
+makes a second daemon on the same data directory fail before touching
+anything), then the pid file is written.  SIGTERM and SIGINT cancel the
+nursery; the replica task only yields between whole events and persists are
+synchronous, so no write is cut in half, and the store is closed last.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+import trio
+
+from config import ConfigError, Court, Genesis, Settings, load_genesis, load_private_key
+from config.settings import listen_addresses
+from p2p import Mesh, MeshConfig, PeerInfo
+from storage import NodeStore, StoreError
+
+from . import sdnotify
+from .chainstore import ChainStore
+from .core.chain import ChainTip
+from .core.crypto import Signer, Verifier
+from .core.replica import Replica, ReplicaConfig
+from .core.validators import ValidatorSet
+from .runtime import NodeRuntime
+
+__all__ = ["DaemonError", "Node", "assemble", "serve"]
+
+log = structlog.get_logger("pbftd")
+
+
+class DaemonError(Exception):
+    """Start-up cannot proceed; the message is one line for the admin."""
+
+
+@dataclass
+class Node:
+    settings: Settings
+    genesis: Genesis
+    court: Court
+    signer: Signer
+    store: NodeStore
+    chain: ChainStore
+    runtime: NodeRuntime
+    rpc_listen: str
+
+    @property
+    def replica(self) -> Replica:
+        return self.runtime.replica
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def replica_config(settings: Settings, genesis: Genesis) -> ReplicaConfig:
+    c = settings.consensus
+    return ReplicaConfig(
+        chain_id=genesis.chain_id,
+        checkpoint_interval=genesis.consensus.checkpoint_interval_blocks,
+        watermark_window=genesis.consensus.watermark_window_blocks,
+        batch_requests_max=c.batch_requests_max, batch_bytes_max=c.batch_bytes_max,
+        batch_wait_ms=c.batch_wait_ms, pipeline_depth_max=c.pipeline_depth_max,
+        request_timeout_ms=c.request_timeout_ms, view_change_timeout_ms=c.view_change_timeout_ms,
+        block_time_skew_max_ms=c.block_time_skew_max_ms)
+
+
+def mesh_config(settings: Settings, genesis: Genesis, key: Any, p2p_listen: str) -> MeshConfig:
+    p = settings.p2p
+    host, port = _split(p2p_listen)
+    peers = tuple(PeerInfo(c.id, bytes.fromhex(c.public_key), *_split(c.p2p_address))
+                  for c in genesis.validators() if c.id != settings.court_id)
+    observers = {c.id: bytes.fromhex(c.public_key) for c in genesis.observers()
+                 if c.id != settings.court_id}
+    return MeshConfig(
+        chain_id=genesis.chain_id, node_id=settings.court_id, private_key=key,
+        listen_host=host, listen_port=port, peers=peers, tls=p.tls, plaintext_ok=p.plaintext_ok,
+        tls_cert_file=p.tls_cert_file, tls_key_file=p.tls_key_file, extra_known=observers,
+        frame_bytes_max=p.frame_bytes_max, send_queue_frames_max=p.send_queue_frames_max,
+        heartbeat_interval_ms=p.heartbeat_interval_ms, peer_dead_after_ms=p.peer_dead_after_ms,
+        reconnect_backoff_min_ms=p.reconnect_backoff_min_ms,
+        reconnect_backoff_max_ms=p.reconnect_backoff_max_ms)
+
+
+def assemble(settings: Settings, stack: ExitStack) -> Node:
+    """Everything but the event loop; resources are closed by ``stack``."""
+    genesis = load_genesis(settings.genesis_file)
+    if not genesis.has_court(settings.court_id):
+        raise DaemonError(f"court {settings.court_id!r} is not in {settings.genesis_file}")
+    court = genesis.court(settings.court_id)
+    if court.role != "validator":
+        raise DaemonError(f"{court.id} is an observer; observer nodes are not supported yet")
+    key = load_private_key(settings.key_file)
+    signer = Signer(key)
+    if signer.public_key.hex() != court.public_key:
+        raise DaemonError(f"{settings.key_file} does not hold the key genesis lists for "
+                          f"{court.id}")
+    p2p_listen, rpc_listen = listen_addresses(settings, genesis)
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    s = settings.storage
+    try:
+        store = NodeStore.open(settings.data_dir, sync_writes=s.sync_writes,
+                               write_buffer_bytes=s.write_buffer_bytes,
+                               ballast_bytes=s.ballast_bytes)
+    except StoreError as exc:
+        raise DaemonError(str(exc)) from None
+    stack.callback(store.close)
+    _write_pid_file(settings.data_dir, stack)
+    genesis_tip = ChainTip.genesis(genesis.genesis_hash(), genesis.genesis_time_ms)
+    chain = ChainStore(store, genesis.chain_id, genesis_tip)
+    vals = ValidatorSet.of([(c.id, bytes.fromhex(c.public_key)) for c in genesis.validators()])
+    submitters = {c.id: bytes.fromhex(c.public_key) for c in genesis.courts}
+    replica = Replica(replica_config(settings, genesis), vals, court.id, signer, Verifier(),
+                      submitters)
+    mesh = Mesh(mesh_config(settings, genesis, key, p2p_listen))
+    runtime = NodeRuntime(replica, chain, mesh)
+    return Node(settings, genesis, court, signer, store, chain, runtime, rpc_listen)
+
+
+def _write_pid_file(data_dir: Path, stack: ExitStack) -> None:
+    path = data_dir / "pbftd.pid"
+    tmp = path.with_suffix(".pid.tmp")
+    tmp.write_text(f"{os.getpid()}\n")
+    tmp.replace(path)
+    stack.callback(lambda: path.unlink(missing_ok=True))
+
+
+async def serve(node: Node, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                extra_services: Any = None) -> None:
+    """Run the node until SIGTERM/SIGINT (or cancellation)."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_signals, nursery.cancel_scope)
+        await nursery.start(node.runtime.run)
+        if extra_services is not None:
+            await extra_services(node, nursery)
+        if node.settings.systemd.notify and sdnotify.notify("READY=1"):
+            interval = sdnotify.watchdog_interval_s()
+            if interval:
+                nursery.start_soon(_watchdog, interval)
+        log.info("node_ready", node=node.court.id, tier=node.court.tier, rpc=node.rpc_listen,
+                 view=node.replica.view, height=node.chain.tip().height)
+        task_status.started()
+    sdnotify.notify("STOPPING=1")
+    log.info("node_stopped", node=node.court.id, height=node.chain.tip().height)
+
+
+async def _stop_on_signals(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("shutdown_requested", signal=signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
+async def _watchdog(interval_s: float) -> None:
+    while True:
+        sdnotify.notify("WATCHDOG=1")
+        await trio.sleep(interval_s)
+
+
+def run_daemon(settings: Settings, extra_services: Any = None) -> None:
+    """Blocking entry point for ``pbftd run``; raises DaemonError/ConfigError."""
+    with ExitStack() as stack:
+        try:
+            node = assemble(settings, stack)
+        except ConfigError:
+            raise
+        trio.run(lambda: serve(node, extra_services=extra_services))

@@ -1,0 +1,175 @@
+"""A whole consortium on one machine: ``pbftd testnet init`` and ``up``.
+
+``init`` writes what a real deployment has, only on loopback: a genesis with
+one court per tier (the SPC, then high, intermediate and basic courts in
+turn, each supervised by the nearest court of the tier above), and for each
+court a folder with its key, its config and an admin bearer token.  ``up``
+starts each court's daemon as its own process (``pbftd run``), so crashes,
+SIGSTOP and restarts in tests act on real processes.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from config import Genesis, generate_key_file, generate_token, public_key_hex
+from config.secret_files import write_secret_file
+
+__all__ = ["CourtFiles", "init_testnet", "testnet_courts", "up_testnet"]
+
+TIER_NAMES = [
+    ("supreme", "spc", "最高人民法院"),
+    ("high", "jl-high", "吉林省高级人民法院"),
+    ("intermediate", "jl-cc-intermediate", "长春市中级人民法院"),
+    ("basic", "jl-cc-nanguan-basic", "长春市南关区人民法院"),
+]
+CYCLE = ("high", "intermediate", "basic")
+
+
+@dataclass(frozen=True)
+class CourtFiles:
+    court_id: str
+    folder: Path
+    config: Path
+    rpc_url: str
+
+
+def _plan(nodes: int) -> list[tuple[str, str, str, str | None]]:
+    """(id, name, tier, parent) for ``nodes`` courts."""
+    plan: list[tuple[str, str, str, str | None]] = []
+    latest: dict[str, str] = {}
+    parent_tier = {"high": "supreme", "intermediate": "high", "basic": "intermediate"}
+    for i in range(nodes):
+        if i < len(TIER_NAMES):
+            tier, court_id, name = TIER_NAMES[i]
+        else:
+            tier = CYCLE[(i - 1) % 3]
+            court_id, name = f"{tier}-{i}", f"测试{tier}法院 {i}"
+        parent = latest.get(parent_tier[tier]) if tier != "supreme" else None
+        plan.append((court_id, name, tier, parent))
+        latest[tier] = court_id
+    return plan
+
+
+def init_testnet(directory: Path, nodes: int = 4, base_port: int = 26650,
+                 chain_id: str = "court-testnet") -> list[CourtFiles]:
+    if nodes < 1:
+        raise ValueError("a testnet needs at least one node")
+    if directory.exists() and any(directory.iterdir()):
+        raise FileExistsError(f"{directory} exists and is not empty")
+    directory.mkdir(parents=True, exist_ok=True)
+    courts, files = [], []
+    for i, (court_id, name, tier, parent) in enumerate(_plan(nodes)):
+        folder = directory / court_id
+        folder.mkdir()
+        key = generate_key_file(folder / "node.key")
+        token, token_hash = generate_token()
+        write_secret_file(folder / "admin.token", (token + "\n").encode())
+        p2p, rpc = f"127.0.0.1:{base_port + 2 * i}", f"127.0.0.1:{base_port + 2 * i + 1}"
+        courts.append({"id": court_id, "name": name, "tier": tier, "parent": parent,
+                       "role": "validator", "public_key": public_key_hex(key),
+                       "p2p_address": p2p, "rpc_address": rpc})
+        (folder / "config.toml").write_text(_config_text(court_id, token_hash))
+        files.append(CourtFiles(court_id, folder, folder / "config.toml", f"http://{rpc}/"))
+    genesis = Genesis.from_dict({
+        "chain_id": chain_id, "genesis_time_ms": int(time.time() * 1000), "courts": courts,
+        "consensus": {"checkpoint_interval_blocks": 16, "watermark_window_blocks": 64},
+    }, source=str(directory / "genesis.json"))
+    (directory / "genesis.json").write_text(
+        json.dumps(genesis.to_dict(), ensure_ascii=False, indent=2) + "\n")
+    return files
+
+
+def _config_text(court_id: str, token_hash: str) -> str:
+    return f"""# pbftd testnet node {court_id}: every other key keeps its documented default
+# (see config/examples/ for all keys with comments).
+court_id = "{court_id}"
+data_dir = "data"
+genesis_file = "../genesis.json"
+key_file = "node.key"
+log_format = "json"
+
+[storage]
+ballast_bytes = 16777216
+write_buffer_bytes = 8388608
+
+[consensus]
+request_timeout_ms = 2000
+view_change_timeout_ms = 3000
+
+[[rpc.tokens]]
+name = "admin"
+sha256 = "{token_hash}"
+scopes = ["admin"]
+"""
+
+
+def testnet_courts(directory: Path) -> list[CourtFiles]:
+    """The courts of an existing testnet, in genesis order."""
+    genesis = json.loads((directory / "genesis.json").read_text())
+    return [CourtFiles(c["id"], directory / c["id"], directory / c["id"] / "config.toml",
+                       f"http://{c['rpc_address']}/") for c in genesis["courts"]]
+
+
+def up_testnet(directory: Path, nodes: int, base_port: int, out=sys.stdout) -> int:
+    """Start every court's daemon; stop them all on Ctrl-C or SIGTERM."""
+    if not (directory / "genesis.json").exists():
+        init_testnet(directory, nodes, base_port)
+        print(f"created testnet in {directory}", file=out)
+    courts = testnet_courts(directory)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for court in courts:
+            with open(court.folder / "pbftd.log", "ab") as log:
+                procs[court.court_id] = subprocess.Popen(
+                    [sys.executable, "-m", "pbftd.cli", "run", "--config", str(court.config)],
+                    stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            print(f"{court.court_id:<24} pid {procs[court.court_id].pid:<7} rpc {court.rpc_url}",
+                  file=out)
+        first = courts[0]
+        print(f"logs: {directory}/<court>/pbftd.log; admin token: {first.folder}/admin.token",
+              file=out)
+        print(f"next: pbftd status --rpc {first.rpc_url}   (Ctrl-C stops the testnet)", file=out)
+        out.flush()
+        _supervise(procs, out)
+    finally:
+        _stop_all(procs)
+    print("testnet stopped", file=out)
+    return 0
+
+
+def _supervise(procs: dict[str, subprocess.Popen[bytes]], out) -> None:
+    """Block until SIGTERM or SIGINT, reporting children that exit meanwhile."""
+    wanted = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    reported: set[str] = set()
+    try:
+        while True:
+            for court_id, proc in procs.items():
+                if court_id not in reported and proc.poll() is not None:
+                    reported.add(court_id)
+                    print(f"{court_id} exited with status {proc.returncode}; see its pbftd.log",
+                          file=out, flush=True)
+            if signal.sigwaitinfo(wanted).si_signo != signal.SIGCHLD:
+                return
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+def _stop_all(procs: dict[str, subprocess.Popen[bytes]], grace_s: float = 30.0) -> None:
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for proc in procs.values():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
