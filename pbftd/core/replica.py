@@ -23,8 +23,8 @@ Rules kept here, in the paper's terms:
   certificate.
 * Checkpoints every K blocks: CHECKPOINT(n, block hash); q matching make it
   stable, h moves to n, the log at or below n is dropped.
-* View change: a backup whose oldest pending request has waited
-  ``request_timeout_ms`` broadcasts VIEW-CHANGE(v+1, stable checkpoint proof,
+* View change: a backup holding pending requests that has seen no block
+  execute for ``request_timeout_ms`` broadcasts VIEW-CHANGE(v+1, stable checkpoint proof,
   prepared certificates).  f+1 view changes for higher views pull a replica
   along.  The new primary sends NEW-VIEW with q view changes and the
   pre-prepares they imply (highest-view prepared batch per seq, null batches in
@@ -260,8 +260,14 @@ class Replica:
         reqs = tuple(requests)
         if not reqs:
             raise ValueError("nothing to submit")
-        self.last_sid += 1
-        msg = Submit.create(self.signer, self.cfg.chain_id, self.me, self.last_sid, reqs)
+        # Submission ids grow with the clock as well as by one, so a node
+        # whose store was wiped never reuses an id its peers remember.
+        sid = max(self.last_sid + 1, now_ms * 1000)
+        msg = Submit.create(self.signer, self.cfg.chain_id, self.me, sid, reqs)
+        if not self._fits_a_batch(msg):
+            raise ValueError(f"a submission may hold at most {self.cfg.batch_requests_max} "
+                             f"requests and {self.cfg.batch_bytes_max} bytes")
+        self.last_sid = sid
         out: list[Action] = [Persist(puts=(("sid", codec.encode(self.last_sid)),)),
                              Broadcast(msg.frame())]
         out += self._on_submit(msg, None, now_ms)
@@ -322,10 +328,18 @@ class Replica:
 
     # ------------------------------------------------------------ requests
 
+    def _fits_a_batch(self, m: Submit) -> bool:
+        """A submission no batch could carry must be refused at the door, or
+        every primary would propose it alone and every backup refuse it."""
+        return (len(m.requests) <= self.cfg.batch_requests_max
+                and m.size_bytes <= self.cfg.batch_bytes_max)
+
     def _on_submit(self, m: Submit, _extra: Any, now_ms: int) -> list[Action]:
         key = m.key
         if key in self.pending or key in self.recent_executed:
             return []
+        if not self._fits_a_batch(m):
+            raise ProtocolError("submission_too_large", f"{len(m.requests)} requests")
         if len(self.pending) >= self.cfg.pending_submissions_max:
             self.stats["dropped_pending_full"] += 1
             return []
@@ -459,6 +473,8 @@ class Replica:
         count = batch.request_count()
         if count == 0 or count > self.cfg.batch_requests_max:
             raise ProtocolError("bad_batch_size", f"{count} requests")
+        if sum(s.size_bytes for s in batch.subs) > self.cfg.batch_bytes_max:
+            raise ProtocolError("bad_batch_size", "batch bytes over the limit")
 
     def _accept_pre_prepare(self, entry: _Entry, now_ms: int) -> list[Action]:
         """Persist the accepted pre-prepare, then vote PREPARE (backups)."""
@@ -955,10 +971,20 @@ class Replica:
             block_hash = self._checkpoint_proof_hash(seq, msg.checkpoint_proof)
             if seq > self.stable_seq:
                 out += self._set_stable(seq, block_hash, msg.checkpoint_proof, now_ms)
+        # Check first, then apply: a bad certificate late in the reply must not
+        # leave earlier blocks half-applied (next_exec moved, Execute lost).
+        valid, expected = [], self.next_exec
         for block in msg.blocks:
-            if block.batch.seq != self.next_exec:
+            if block.batch.seq != expected:
                 continue
-            self._check_commit_cert(block)
+            try:
+                self._check_commit_cert(block)
+            except ProtocolError as exc:
+                self.stats["rejected_" + exc.reason] += 1
+                break
+            valid.append(block)
+            expected += 1
+        for block in valid:
             out += self._dispatch(block.batch, block.commits, now_ms)
         inflight = self.fetch_inflight
         if inflight is not None and inflight[0] == m.sender:
