@@ -1,0 +1,266 @@
+"""One websocket link to one peer: handshake, then a reader and a writer.
+
+Rules this module keeps:
+* Nothing but HELLO and AUTH is accepted before the peer is authenticated,
+  and the whole exchange runs under the caller's deadline.
+* The reader declares the peer dead when no message arrives for
+  `peer_dead_after_ms`. Websocket pings are not enough: a stopped (SIGSTOP)
+  process or a silent partition leaves TCP open and the kernel keeps ACKing,
+  so only application-level traffic proves the peer is alive.
+* The writer sends a PING whenever it has been idle for
+  `heartbeat_interval_ms`, so a healthy idle peer is never declared dead.
+* Every peer fault (malformed envelope, oversize message, closed socket)
+  ends only this link; it is logged, counted and never reaches the mesh.
+* The reader blocks on a full inbox: backpressure lands on this one link.
+* A duplicate link is retired, not cut: each side sends GOODBYE after its
+  last batch and reads until the other's GOODBYE, so frames already written
+  to the losing link are still delivered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from p2p import wire
+from p2p.config import MeshConfig
+from p2p.handshake import Handshaker
+from p2p.peer_queue import PeerQueue
+from p2p.peer_state import PeerSlot
+
+__all__ = ["ActivityStream", "Counters", "Link", "PeerDead", "run_handshake"]
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_DUPLICATE = 4000
+
+NETWORK_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class PeerDead(Exception):
+    """Nothing arrived from the peer within peer_dead_after_ms."""
+
+
+class ActivityStream(trio.abc.Stream):
+    """A pass-through stream that remembers when the peer last sent bytes.
+
+    Liveness is judged on bytes, not whole messages, so a large batch
+    crawling over a slow link does not count as silence.
+    """
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.last_rx = trio.current_time()
+
+    def touch(self) -> None:
+        self.last_rx = trio.current_time()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self.inner.receive_some(max_bytes)
+        self.touch()
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@dataclass(slots=True)
+class Counters:
+    """Mesh-wide counters; see `Mesh.stats` for their meaning."""
+
+    frames_sent: int = 0
+    frames_received: int = 0
+    frames_dropped_queue_full: int = 0
+    frames_dropped_unknown_peer: int = 0
+    frames_dropped_oversize: int = 0
+    messages_sent: int = 0
+    messages_received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    handshakes_failed: int = 0
+    reconnects: int = 0
+    links_established: int = 0
+    links_dead: int = 0
+    links_duplicate_closed: int = 0
+    envelopes_malformed: int = 0
+    messages_oversize: int = 0
+
+
+async def _receive(ws: WebSocketConnection) -> bytes:
+    message = await ws.get_message()
+    if type(message) is not bytes:
+        raise wire.PeerProtocolError("text message on a binary link")
+    return message
+
+
+async def run_handshake(ws: WebSocketConnection, hs: Handshaker) -> str:
+    """Exchange HELLO and AUTH; return the peer's authenticated node id.
+
+    Raises HandshakeRejected, PeerProtocolError or ConnectionClosed; the
+    caller applies the deadline and closes the socket.
+    """
+    await ws.send_message(wire.encode_hello(hs.hello()))
+    theirs = wire.decode_hello(await _receive(ws))
+    hs.check_hello(theirs)
+    await ws.send_message(wire.encode_auth(hs.auth(theirs)))
+    return hs.check_auth(theirs, wire.decode_auth(await _receive(ws)))
+
+
+class Link:
+    """An authenticated link. `close()` may be called from any task."""
+
+    def __init__(self, ws: WebSocketConnection, stream: ActivityStream, slot: PeerSlot,
+                 dialer_id: str, cfg: MeshConfig, counters: Counters) -> None:
+        self.ws = ws
+        self._slot = slot
+        peer_id = slot.node_id
+        self._stream = stream
+        self.peer_id = peer_id
+        self.dialer_id = dialer_id
+        self._cfg = cfg
+        self._counters = counters
+        self._cancel_scope = trio.CancelScope()
+        self.close_code = CLOSE_NORMAL
+        self.close_reason: str | None = None
+        self._take_scope: trio.CancelScope | None = None
+        self._retiring = False
+        self._retired_at = 0.0
+        self._sent_goodbye = False
+        self._got_goodbye = False
+        self.log = structlog.get_logger("p2p").bind(
+            node_id=cfg.node_id, peer_id=peer_id, dialer_id=dialer_id)
+
+    def close(self, reason: str, code: int = CLOSE_NORMAL) -> None:
+        """Stop the link; the first reason given is the one reported."""
+        if self.close_reason is None:
+            self.close_reason, self.close_code = reason, code
+        self._cancel_scope.cancel()
+
+    def retire(self, reason: str) -> None:
+        """Wind the link down without losing what either side already sent.
+
+        Used for the loser of a duplicate pair: we stop taking frames from
+        the peer's queue (the winning link takes over), send GOODBYE after
+        any batch in flight, and keep delivering what the peer sent until
+        its GOODBYE arrives. Both ends run the same rule, so both say
+        GOODBYE. The drain has no fixed deadline, because time spent blocked
+        on our own full inbox must not cost frames; a silent peer is caught
+        by the dead-peer timer and one that keeps pinging instead of saying
+        GOODBYE is cut after peer_dead_after_ms.
+        """
+        if self._retiring:
+            return
+        self._retiring = True
+        self._slot.add_draining(+1)
+        if self.close_reason is None:
+            self.close_reason, self.close_code = reason, CLOSE_DUPLICATE
+        self._retired_at = trio.current_time()
+        if self._take_scope is not None:
+            self._take_scope.cancel()  # take_batch pops nothing once cancelled
+
+    async def run(self, inbox: trio.MemorySendChannel[tuple[str, bytes]]) -> None:
+        """Move frames until the link fails or is closed; the caller then
+        unregisters the link and calls `aclose` (which may wait on the peer)."""
+        try:
+            with self._cancel_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._guard, self._write_loop, self._slot.queue)
+                    nursery.start_soon(self._guard, self._read_loop, inbox)
+        finally:
+            if self._retiring:
+                self._slot.add_draining(-1)
+
+    async def aclose(self) -> None:
+        """Send a close frame if the peer is still listening; bounded."""
+        with trio.move_on_after(self._cfg.close_timeout_ms / 1000) as scope:
+            scope.shield = True
+            await self.ws.aclose(self.close_code, (self.close_reason or "")[:120])
+        if scope.cancelled_caught:
+            # A stalled peer never answers the close handshake; drop TCP.
+            await trio.aclose_forcefully(self._stream)
+
+    async def _guard(self, loop: Callable[[Any], Awaitable[None]], arg: object) -> None:
+        """Turn every peer fault into a closed link; never raise past here."""
+        try:
+            await loop(arg)
+        except ConnectionClosed as exc:
+            if exc.reason is not None and exc.reason.code == CLOSE_TOO_BIG:
+                self._counters.messages_oversize += 1
+                self.close("message over frame_bytes_max", CLOSE_TOO_BIG)
+            else:
+                self.close(f"connection closed: {exc.reason}")
+        except wire.PeerProtocolError as exc:
+            self._counters.envelopes_malformed += 1
+            self.close(f"malformed envelope: {exc}", CLOSE_PROTOCOL_ERROR)
+        except PeerDead:
+            self._counters.links_dead += 1
+            self.close("peer dead: heartbeat timeout", CLOSE_GOING_AWAY)
+        except NETWORK_ERRORS as exc:
+            self.close(f"network error: {exc!r}")
+        finally:
+            self._cancel_scope.cancel()
+
+    async def _write_loop(self, queue: PeerQueue) -> None:
+        cfg, counters = self._cfg, self._counters
+        while not self._retiring:
+            batch: list[bytes] = []
+            with trio.move_on_after(cfg.heartbeat_interval_ms / 1000) as self._take_scope:
+                batch = await queue.take_batch(cfg.batch_frames_max, cfg.frame_bytes_max)
+            if self._retiring and not batch:
+                break
+            message = wire.encode_batch(batch) if batch else wire.PING
+            await self.ws.send_message(message)
+            counters.messages_sent += 1
+            counters.bytes_sent += len(message)
+            counters.frames_sent += len(batch)
+        await self.ws.send_message(wire.GOODBYE)
+        self._sent_goodbye = True
+        if not self._got_goodbye:
+            await trio.sleep_forever()  # the reader ends the link on their GOODBYE
+
+    async def _read_loop(self, inbox: trio.MemorySendChannel[tuple[str, bytes]]) -> None:
+        cfg, counters = self._cfg, self._counters
+        dead_after_s = cfg.peer_dead_after_ms / 1000
+        while True:
+            message = None
+            with trio.move_on_at(self._stream.last_rx + dead_after_s):
+                message = await _receive(self.ws)
+            if message is None:
+                if trio.current_time() >= self._stream.last_rx + dead_after_s:
+                    raise PeerDead
+                continue  # bytes arrived: a large message is still coming in
+            frames = wire.decode_message(message, frame_bytes_max=cfg.frame_bytes_max,
+                                         batch_frames_max=cfg.batch_frames_max)
+            if frames == [] and self._retiring and (
+                    trio.current_time() - self._retired_at > dead_after_s):
+                self.close("peer kept pinging instead of saying GOODBYE", CLOSE_DUPLICATE)
+                return
+            if frames is None:  # GOODBYE: nothing more will come on this link
+                self._got_goodbye = True
+                self.retire("peer retired the link")
+                if not self._sent_goodbye:
+                    await trio.sleep_forever()  # the writer ends the link after ours
+                return
+            counters.messages_received += 1
+            counters.bytes_received += len(message)
+            while frames and self._slot.draining and not self._retiring:
+                await self._slot.wait_drain_change()
+            for frame in frames:
+                await inbox.send((self.peer_id, frame))
+                counters.frames_received += 1
+            # Time spent blocked on our own slow consumer is not the peer's silence.
+            self._stream.touch()

@@ -1,0 +1,234 @@
+"""The pure parts of p2p, one rule per test: codec, handshake, queue, backoff."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+import cbor2
+import pytest
+import trio
+import trio.testing
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p2p import raw_public_key
+from p2p.backoff import Backoff
+from p2p.handshake import Handshaker, HandshakeRejected, tls_server_end_point
+from p2p.peer_queue import PeerQueue
+from p2p.peer_state import keep_new_link
+from p2p.wire import (
+    PING,
+    Auth,
+    Hello,
+    PeerProtocolError,
+    decode_auth,
+    decode_hello,
+    decode_message,
+    encode_auth,
+    encode_batch,
+    encode_hello,
+    envelope_bytes_max,
+)
+
+LIMITS = {"frame_bytes_max": 1000, "batch_frames_max": 8}
+
+
+# -- wire ---------------------------------------------------------------------
+
+@given(st.lists(st.binary(max_size=100), min_size=1, max_size=8))
+def test_batch_round_trips(frames: list[bytes]) -> None:
+    encoded = encode_batch(frames)
+    assert decode_message(encoded, **LIMITS) == frames
+    assert len(encoded) <= envelope_bytes_max(**LIMITS)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200))
+def test_decoders_raise_only_peer_protocol_error(data: bytes) -> None:
+    for decode in (lambda d: decode_message(d, **LIMITS), decode_hello, decode_auth):
+        with contextlib.suppress(PeerProtocolError):
+            decode(data)
+
+
+def test_ping_is_an_empty_delivery() -> None:
+    assert decode_message(PING, **LIMITS) == []
+
+
+def test_batch_limits_are_enforced() -> None:
+    with pytest.raises(PeerProtocolError, match=r"1\.\.8"):
+        decode_message(b"\x00" + cbor2.dumps([b"x"] * 9), **LIMITS)
+    with pytest.raises(PeerProtocolError, match="1001 bytes"):
+        decode_message(b"\x00" + cbor2.dumps([b"x" * 600, b"y" * 401]), **LIMITS)
+
+
+def test_hello_rejects_duplicate_keys_and_non_canonical_forms() -> None:
+    hello = Hello(chain_id="c", node_id="a", nonce=b"n" * 32)
+    good = encode_hello(hello)
+    assert decode_hello(good) == hello
+    # Same map with the "t" key repeated: cbor2 would keep the last one.
+    dup = bytearray(good)
+    dup[0] += 1
+    dup += cbor2.dumps("t") + cbor2.dumps("hello")
+    with pytest.raises(PeerProtocolError):
+        decode_hello(bytes(dup))
+    with pytest.raises(PeerProtocolError):
+        decode_hello(good + b"\x00")
+    as_bool = cbor2.dumps({"t": "hello", "v": True, "chain_id": "c", "node_id": "a",
+                           "nonce": b"n" * 32}, canonical=True)
+    with pytest.raises(PeerProtocolError, match="version"):
+        decode_hello(as_bool)
+
+
+def test_auth_signature_must_be_64_bytes() -> None:
+    assert decode_auth(encode_auth(Auth(b"s" * 64))) == Auth(b"s" * 64)
+    with pytest.raises(PeerProtocolError):
+        decode_auth(cbor2.dumps({"t": "auth", "sig": b"s" * 63}, canonical=True))
+
+
+# -- handshake ----------------------------------------------------------------
+
+KEYS = {i: Ed25519PrivateKey.generate() for i in ("a", "b")}
+KNOWN = {i: raw_public_key(k) for i, k in KEYS.items()}
+
+
+def _pair(binding_a: bytes = b"bind", binding_b: bytes = b"bind",
+          b_key: Ed25519PrivateKey | None = None) -> tuple[Handshaker, Handshaker]:
+    dialer = Handshaker.new(chain_id="c", node_id="a", private_key=KEYS["a"],
+                            known_keys=KNOWN, expected_peer="b", tls_binding=binding_a)
+    acceptor = Handshaker.new(chain_id="c", node_id="b", private_key=b_key or KEYS["b"],
+                              known_keys=KNOWN, expected_peer=None, tls_binding=binding_b)
+    return dialer, acceptor
+
+
+def test_honest_handshake_authenticates_both_sides() -> None:
+    d, a = _pair()
+    d.check_hello(a.hello())
+    a.check_hello(d.hello())
+    assert a.check_auth(d.hello(), d.auth(a.hello())) == "a"
+    assert d.check_auth(a.hello(), a.auth(d.hello())) == "b"
+
+
+def test_different_tls_channels_break_the_signatures() -> None:
+    # A man in the middle shows the dialer its own certificate.
+    d, a = _pair(tls_server_end_point(b"mitm cert"), tls_server_end_point(b"b cert"))
+    with pytest.raises(HandshakeRejected, match="bad signature"):
+        a.check_auth(d.hello(), d.auth(a.hello()))
+    with pytest.raises(HandshakeRejected, match="bad signature"):
+        d.check_auth(a.hello(), a.auth(d.hello()))
+
+
+def test_signature_is_not_valid_on_another_link_or_reflected() -> None:
+    d, a = _pair()
+    d2, a2 = _pair()  # fresh nonces
+    with pytest.raises(HandshakeRejected):
+        a2.check_auth(d2.hello(), d.auth(a.hello()))
+    with pytest.raises(HandshakeRejected):  # acceptor's own signature sent back to it
+        a.check_auth(d.hello(), a.auth(d.hello()))
+
+
+def test_signature_cannot_be_reflected_even_when_two_ids_share_a_key() -> None:
+    shared = Ed25519PrivateKey.generate()
+    known = {"a": raw_public_key(shared), "b": raw_public_key(shared)}
+    d = Handshaker.new(chain_id="c", node_id="a", private_key=shared, known_keys=known,
+                       expected_peer="b", tls_binding=b"")
+    acc = Handshaker.new(chain_id="c", node_id="b", private_key=shared, known_keys=known,
+                         expected_peer=None, tls_binding=b"")
+    assert acc.check_auth(d.hello(), d.auth(acc.hello())) == "a"  # sanity: honest works
+    with pytest.raises(HandshakeRejected):  # the signer role is in the transcript
+        acc.check_auth(d.hello(), acc.auth(d.hello()))
+
+
+def test_key_not_listed_for_the_claimed_id_is_refused() -> None:
+    d, impostor = _pair(b_key=Ed25519PrivateKey.generate())
+    with pytest.raises(HandshakeRejected, match="bad signature for 'b'"):
+        d.check_auth(impostor.hello(), impostor.auth(d.hello()))
+
+
+def test_dialer_refuses_a_node_it_did_not_dial() -> None:
+    d = Handshaker.new(chain_id="c", node_id="a", private_key=KEYS["a"],
+                       known_keys={**KNOWN, "c": KNOWN["b"]}, expected_peer="c",
+                       tls_binding=b"")
+    with pytest.raises(HandshakeRejected, match="dialed 'c'"):
+        d.check_hello(_pair()[1].hello())
+
+
+def test_echoed_nonce_is_refused() -> None:
+    d, _ = _pair()
+    with pytest.raises(HandshakeRejected, match="echoed"):
+        d.check_hello(Hello(chain_id="c", node_id="b", nonce=d.nonce))
+
+
+# -- duplicate links ----------------------------------------------------------
+
+def test_duplicate_rule_agrees_at_both_ends() -> None:
+    # Links between a and b, dialed by a or by b; "a" is smaller.
+    for new, old in (("a", "b"), ("b", "a"), ("a", "a"), ("b", "b")):
+        at_a = keep_new_link("a", "b", new, old)
+        at_b = keep_new_link("b", "a", new, old)
+        assert at_a == at_b
+    assert keep_new_link("a", "b", new_dialer="a", old_dialer="b")
+    assert not keep_new_link("a", "b", new_dialer="b", old_dialer="a")
+    assert keep_new_link("b", "a", new_dialer="b", old_dialer="b")  # stale old
+
+
+# -- queue and backoff --------------------------------------------------------
+
+def test_queue_batches_by_count_and_bytes() -> None:
+    async def body() -> None:
+        q = PeerQueue(frames_max=10)
+        for k in range(6):
+            assert q.offer(bytes([k]) * 40)
+        assert await q.take_batch(frames_max=4, bytes_max=1000) == [bytes([k]) * 40
+                                                                    for k in range(4)]
+        assert await q.take_batch(frames_max=4, bytes_max=50) == [bytes([4]) * 40]
+        big = b"z" * 500
+        assert q.offer(big)
+        assert await q.take_batch(frames_max=4, bytes_max=100) == [bytes([5]) * 40]
+        assert await q.take_batch(frames_max=4, bytes_max=100) == [big]  # alone may exceed
+
+    trio.run(body)
+
+
+def test_queue_wakes_a_waiting_taker_and_drops_when_full() -> None:
+    async def body() -> None:
+        q = PeerQueue(frames_max=2)
+        got: list[list[bytes]] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: _take_into(q, got))
+            await trio.testing.wait_all_tasks_blocked()
+            assert q.offer(b"1") and q.offer(b"2") and not q.offer(b"3")
+        assert got == [[b"1", b"2"]]
+
+    trio.run(body)
+
+
+async def _take_into(q: PeerQueue, got: list[list[bytes]]) -> None:
+    got.append(await q.take_batch(frames_max=8, bytes_max=100))
+
+
+def test_cancelled_taker_leaves_frames_in_the_queue() -> None:
+    async def body() -> None:
+        q = PeerQueue(frames_max=4)
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(lambda: _take_into(q, []))
+                await trio.testing.wait_all_tasks_blocked()
+                q.offer(b"kept")
+                scope.cancel()  # woken and cancelled in the same tick
+        assert len(q) == 1
+
+    trio.run(body)
+
+
+def test_backoff_is_jittered_exponential_within_bounds() -> None:
+    b = Backoff(100, 1000, random.Random(1))
+    delays = [b.next_delay_ms() for _ in range(12)]
+    caps = [min(1000, 100 * 2**k) for k in range(12)]
+    assert all(100 <= d <= cap for d, cap in zip(delays, caps, strict=True))
+    assert len(set(delays)) > 6  # jittered, not a fixed schedule
+    b.reset()
+    assert b.next_delay_ms() == 100
+    again = Backoff(100, 1000, random.Random(1))
+    assert [again.next_delay_ms() for _ in range(12)] == delays  # seeded replay
