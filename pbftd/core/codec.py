@@ -71,6 +71,8 @@ def _normalise(value: Any, depth: int) -> Any:
     if kind is tuple or kind is list:
         return [_normalise(item, depth + 1) for item in value]
     if kind is dict:
+        if any(type(k) is not str for k in value):
+            raise ValueError("map keys must be text strings")
         return {k: _normalise(v, depth + 1) for k, v in value.items()}
     if kind is int and not INT_MIN <= value <= INT_MAX:
         raise ValueError("integer out of range")

@@ -23,7 +23,7 @@ Rules kept here, in the paper's terms:
   certificate.
 * Checkpoints every K blocks: CHECKPOINT(n, block hash); q matching make it
   stable, h moves to n, the log at or below n is dropped.
-* View change: a backup holding pending requests that has seen no block
+* View change: a replica holding pending requests that has seen no block
   execute for ``request_timeout_ms`` broadcasts VIEW-CHANGE(v+1, stable checkpoint proof,
   prepared certificates).  f+1 view changes for higher views pull a replica
   along.  The new primary sends NEW-VIEW with q view changes and the
@@ -826,6 +826,10 @@ class Replica:
         # anything below can propose, or the primary would reuse one.
         last = plan.batches[-1][0] if plan.batches else plan.min_s
         self.next_seq = max(last, self.stable_seq, plan.min_s, self.next_exec - 1) + 1
+        # Backups require each batch's time to follow the previous batch's, and
+        # a re-issued batch may carry an old primary's (future-dated) time.
+        self.last_proposed_time_ms = max([self.last_proposed_time_ms,
+                                          *(b.time_ms for _, b in plan.batches)])
         in_plan = {s.key for _, batch in plan.batches for s in batch.subs}
         self.unproposed = OrderedDict((k, s) for k, s in self.pending.items()
                                       if k not in in_plan)

@@ -3,7 +3,15 @@
 import pytest
 
 from pbftd.core import (
-    Batch, Execute, Replica, ReplicaConfig, Request, Signer, ValidatorSet, Verifier, sha256,
+    Batch,
+    Execute,
+    Replica,
+    ReplicaConfig,
+    Request,
+    Signer,
+    ValidatorSet,
+    Verifier,
+    sha256,
 )
 from pbftd.core.actions import Broadcast
 from pbftd.core.messages import Blocks, Commit, CommittedBlock, Submit
