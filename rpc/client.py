@@ -1,0 +1,68 @@
+"""A small synchronous JSON-RPC 2.0 client for pbftd nodes.
+
+For court systems, agencies' developers, the CLI and the tests.  HTTP is
+done by the standard library (urllib), never by hand; errors come back as
+``RpcCallError`` with the JSON-RPC code, message and data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+__all__ = ["RpcCallError", "RpcClient", "RpcTransportError"]
+
+
+class RpcCallError(Exception):
+    """The node answered with a JSON-RPC error object."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(f"{message} (code {code})" + (f": {data}" if data else ""))
+        self.code, self.message, self.data = code, message, data
+
+
+class RpcTransportError(Exception):
+    """The node could not be reached or did not speak JSON-RPC."""
+
+
+class RpcClient:
+    def __init__(self, url: str, token: str | None = None, timeout_s: float = 30.0) -> None:
+        self.url = url if url.endswith("/") else url + "/"
+        self.token = token
+        self.timeout_s = timeout_s
+        self._ids = itertools.count(1)
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        request: dict[str, Any] = {"jsonrpc": "2.0", "id": next(self._ids), "method": method}
+        if params is not None:
+            request["params"] = params
+        reply = self._post(request)
+        if not isinstance(reply, dict):
+            raise RpcTransportError(f"unexpected reply from {self.url}")
+        if "error" in reply:
+            err = reply["error"]
+            raise RpcCallError(err.get("code", 0), err.get("message", ""), err.get("data"))
+        return reply.get("result")
+
+    def _post(self, body: Any) -> Any:
+        data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            if not raw:
+                raise RpcTransportError(f"HTTP {exc.code} from {self.url}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise RpcTransportError(f"cannot reach {self.url}: {exc}") from None
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            raise RpcTransportError(f"{self.url} did not answer with JSON") from None
