@@ -9,16 +9,20 @@ so a crash at any point leaves either the whole block or none of it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from storage import NodeStore
 
 from .core import codec
-from .core.chain import ChainTip, ExecutedBlock, RequestKey, execute_batch
+from .core.chain import BlockHeader, ChainTip, ExecutedBlock, RequestKey, Tx, execute_batch
 from .core.messages import Batch, Commit, CommittedBlock, Wire
 
-__all__ = ["ChainStore"]
+__all__ = ["ChainStore", "Indexer"]
+
+# An application index maintained in the same write batch as the block:
+# (put_state, header, transactions executed now) -> None.
+Indexer = Callable[[Callable[[bytes, bytes], None], BlockHeader, tuple[Tx, ...]], None]
 
 SIZE_MAX = 64 * 1024 * 1024
 REQUEST_PREFIX = b"req/"
@@ -29,9 +33,11 @@ def _request_state_key(key: RequestKey) -> bytes:
 
 
 class ChainStore:
-    def __init__(self, store: NodeStore, chain_id: str, genesis: ChainTip) -> None:
+    def __init__(self, store: NodeStore, chain_id: str, genesis: ChainTip,
+                 indexers: Iterable[Indexer] = ()) -> None:
         self.store = store
         self.chain_id = chain_id
+        self.indexers = tuple(indexers)
         self._tip = self._load_tip() or genesis
 
     # ------------------------------------------------------------ reads
@@ -48,6 +54,14 @@ class ChainStore:
 
     def executed_before(self, key: RequestKey) -> bool:
         return self.store.get_state(_request_state_key(key)) is not None
+
+    def request_result(self, key: RequestKey) -> tuple[int, bytes] | None:
+        """(height, tx id) of the first execution of a request, if any."""
+        raw = self.store.get_state(_request_state_key(key))
+        if raw is None:
+            return None
+        height, tx_id = codec.decode(raw, size_max=SIZE_MAX)
+        return height, tx_id
 
     def consensus_records(self) -> dict[str, bytes]:
         return dict(self.store.iter_consensus())
@@ -93,7 +107,9 @@ class ChainStore:
             b.put_block(header.height, block.block_hash, codec.encode(record), codec.encode(cert),
                         txs=[(tx.tx_id, tx.encode()) for tx in block.txs])
             for tx in block.fresh:
-                b.put_state(_request_state_key(tx.key), codec.encode(header.height))
+                b.put_state(_request_state_key(tx.key), codec.encode([header.height, tx.tx_id]))
+            for indexer in self.indexers:
+                indexer(b.put_state, header, block.fresh)
             b.put_meta("tip", codec.encode([tip.height, tip.block_hash, tip.time_ms,
                                             tip.state_root]))
         self._tip = tip
@@ -105,14 +121,17 @@ class ChainStore:
         record = self.block_record(height)
         if record is None:
             return None
+        header = BlockHeader(*record["header"])
         names = ("chain_id", "height", "prev_hash", "time_ms", "batch_time_ms", "tx_root",
                  "tx_count", "state_root", "proposer", "view")
-        header = {k: (v.hex() if isinstance(v, bytes) else v)
-                  for k, v in zip(names, record["header"], strict=True)}
-        txs = [_tx_id(origin, sid, req)
-               for origin, sid, req in _iter_requests(record["batch"])]
-        return {"header": header, "tx_ids": txs,
-                "commit_certificate": _cert_json(self.cert_envelopes(height))}
+        return {
+            "header": {k: (v.hex() if isinstance(v, bytes) else v)
+                       for k, v in zip(names, header.fields(), strict=True)},
+            "block_hash": header.hash().hex(),
+            "tx_ids": [_tx_id(origin, sid, req)
+                       for origin, sid, req in _iter_requests(record["batch"])],
+            "commit_certificate": _cert_json(self.cert_envelopes(height)),
+        }
 
     def tx_json(self, tx_id: bytes) -> dict[str, Any] | None:
         found = self.store.get_tx(tx_id)
@@ -120,9 +139,9 @@ class ChainStore:
             return None
         height, index, raw = found
         origin, sid, client, rid, payload = codec.decode(raw, size_max=SIZE_MAX)
-        return {"tx_id": tx_id.hex(), "height": height, "index": index, "origin": origin,
-                "submission": sid, "client": client, "request_id": rid,
-                "payload_hex": payload.hex(), "status": "committed"}
+        return {"tx_id": tx_id.hex(), "status": "committed", "height": height,
+                "tx": {"index": index, "origin": origin, "submission": sid, "client": client,
+                       "request_id": rid, "payload_hex": payload.hex()}}
 
 
 def _iter_requests(batch_wire: Mapping[str, Any]) -> Iterable[tuple[str, int, list[Any]]]:
@@ -138,10 +157,12 @@ def _tx_id(origin: str, sid: int, req: list[Any]) -> str:
     return sha256(codec.encode([origin, sid, *req])).hex()
 
 
-def _cert_json(envelopes: list[list[bytes]]) -> list[dict[str, Any]]:
-    out = []
+def _cert_json(envelopes: list[list[bytes]]) -> dict[str, Any]:
+    """The commit certificate: what each validator signed, verbatim, and its
+    signature; anyone with the validators' keys can check it (docs/PROOFS.md)."""
+    sigs, head = [], {}
     for signed, sig in envelopes:
         _domain, _chain, _type, sender, body = codec.decode(signed, size_max=SIZE_MAX)
-        out.append({"validator": sender, "view": body["v"], "seq": body["n"],
-                    "digest": body["d"].hex(), "signed_hex": signed.hex(), "sig_hex": sig.hex()})
-    return out
+        head = {"view": body["v"], "seq": body["n"], "digest": body["d"].hex()}
+        sigs.append({"validator": sender, "signed_hex": signed.hex(), "sig_hex": sig.hex()})
+    return {**head, "signatures": sigs}

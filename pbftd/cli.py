@@ -88,13 +88,44 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from .daemon import DaemonError, run_daemon
     from .logs import configure_logging
+    from .rpcservice import start_rpc
 
     try:
         settings = load_settings(args.config)
         configure_logging(settings.log_format, settings.log_level)
-        run_daemon(settings)
+        run_daemon(settings, extra_services=start_rpc)
     except (ConfigError, DaemonError) as exc:
         raise UsageError(str(exc)) from None
+    return 0
+
+
+def _default_rpc() -> tuple[str, str | None]:
+    """The first court of ./testnet, and its admin token, for --rpc defaults."""
+    from .testnet import testnet_courts
+
+    try:
+        first = testnet_courts(Path("testnet"))[0]
+    except (FileNotFoundError, IndexError, KeyError, ValueError):
+        raise UsageError("no --rpc given and no ./testnet to default to") from None
+    token_file = first.folder / "admin.token"
+    return first.rpc_url, token_file.read_text().strip() if token_file.exists() else None
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from rpc.client import RpcCallError, RpcClient, RpcTransportError
+
+    url, token = (args.rpc, args.token) if args.rpc else _default_rpc()
+    try:
+        st = RpcClient(url, args.token or token, timeout_s=10).call("node.status")
+    except (RpcCallError, RpcTransportError) as exc:
+        raise UsageError(str(exc)) from None
+    mode = "" if st.get("view_active", True) else " (view change in progress)"
+    print(f"court      {st['court']} ({st['node_id']}, {st['tier']}, {st['role']})")
+    print(f"chain      {st.get('chain_id', '?')}  height {st['height']}  "
+          f"last block {st['last_block_hash'][:16]}...")
+    print(f"consensus  view {st['view']}{mode}, primary {st['primary']}, "
+          f"stable checkpoint {st['stable_checkpoint']}")
+    print(f"peers      {len(st['peers'])} connected: {', '.join(st['peers']) or '-'}")
     return 0
 
 
@@ -187,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--chain-id", default="court-chain")
     gen.add_argument("--out", default="genesis.json", metavar="FILE")
     gen.set_defaults(func=_cmd_genesis)
+
+    status = sub.add_parser("status", help="one screen about a node",
+                            description="Ask a node for node.status and print it.")
+    status.add_argument("--rpc", help="node URL (default: first court of ./testnet)")
+    status.add_argument("--token", help="bearer token (default: that court's admin.token)")
+    status.set_defaults(func=_cmd_status)
     return parser
 
 

@@ -25,7 +25,7 @@ from config.settings import listen_addresses
 from p2p import Mesh, MeshConfig, PeerInfo
 from storage import NodeStore, StoreError
 
-from . import sdnotify
+from . import evidence, sdnotify
 from .chainstore import ChainStore
 from .core.chain import ChainTip
 from .core.crypto import Signer, Verifier
@@ -117,7 +117,7 @@ def assemble(settings: Settings, stack: ExitStack) -> Node:
     stack.callback(store.close)
     _write_pid_file(settings.data_dir, stack)
     genesis_tip = ChainTip.genesis(genesis.genesis_hash(), genesis.genesis_time_ms)
-    chain = ChainStore(store, genesis.chain_id, genesis_tip)
+    chain = ChainStore(store, genesis.chain_id, genesis_tip, indexers=[evidence.index_block])
     vals = ValidatorSet.of([(c.id, bytes.fromhex(c.public_key)) for c in genesis.validators()])
     submitters = {c.id: bytes.fromhex(c.public_key) for c in genesis.courts}
     replica = Replica(replica_config(settings, genesis), vals, court.id, signer, Verifier(),

@@ -50,11 +50,17 @@ class CommitWaiter:
 
     keys: set[RequestKey]
     submitted_ms: int = 0
+    sid: int = 0
+    error: str | None = None
     heights: dict[RequestKey, int] = field(default_factory=dict)
+    accepted: trio.Event = field(default_factory=trio.Event)
     done: trio.Event = field(default_factory=trio.Event)
 
 
 class NodeRuntime:
+    def pending_waiters(self) -> int:
+        return len(self._waiters)
+
     def __init__(self, replica: Replica, chain: ChainStore, mesh: Any,
                  clock: Callable[[], float] = time.time) -> None:
         self.replica = replica
@@ -67,7 +73,7 @@ class NodeRuntime:
         self._timers_changed = trio.Event()
         self._waiters: dict[RequestKey, list[CommitWaiter]] = {}
         self.stats: Counter[str] = Counter()
-        self.commit_latency_ms: list[float] = []
+        self.on_commit_latency: Callable[[float], None] | None = None  # ms, for metrics
         self.started = trio.Event()
         self.log = structlog.get_logger("pbftd").bind(node=replica.me)
 
@@ -120,10 +126,16 @@ class NodeRuntime:
             self._perform(self.replica.on_timer(name, now))
         elif kind == "submit":
             _, requests, waiter = event
+            waiter.submitted_ms = now
+            try:
+                (_origin, waiter.sid), actions = self.replica.submit(requests, now)
+            except ValueError as exc:
+                waiter.error = str(exc)
+                waiter.accepted.set()
+                return
             for key in waiter.keys:
                 self._waiters.setdefault(key, []).append(waiter)
-            waiter.submitted_ms = now
-            _key, actions = self.replica.submit(requests, now)
+            waiter.accepted.set()
             self._perform(actions)
 
     # ------------------------------------------------------------ actions
@@ -181,7 +193,8 @@ class NodeRuntime:
             for waiter in self._waiters.pop(tx.key, ()):
                 waiter.heights[tx.key] = header.height
                 if waiter.keys.issubset(waiter.heights) and not waiter.done.is_set():
-                    self.commit_latency_ms.append(now - waiter.submitted_ms)
+                    if self.on_commit_latency is not None:
+                        self.on_commit_latency(now - waiter.submitted_ms)
                     waiter.done.set()
         return self.replica.on_executed(header.height, block.block_hash, header.time_ms, now)
 

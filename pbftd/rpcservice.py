@@ -1,0 +1,164 @@
+"""The daemon's JSON-RPC service: methods, metrics and access, mounted on
+hypercorn by ``start_rpc``.
+
+Bearer tokens are checked against the SHA-256 hashes in the node's config;
+a valid token's scopes are returned together with ``client:<token name>``
+so handlers can record which client of this court made a write.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import trio
+
+from rpc.chain_methods import HEX64, register_chain_methods
+from rpc.errors import RpcError
+from rpc.jsonrpc import Dispatcher, RpcContext
+from rpc.metrics import Registry
+from rpc.server import RpcLimits, make_app, serve_rpc
+
+from . import evidence
+from .api import DaemonApi
+from .core import codec
+from .core.crypto import sha256
+from .core.messages import Request
+from .daemon import Node
+
+__all__ = ["build_rpc", "start_rpc"]
+
+EVIDENCE_WRITE = "evidence:write"
+INVALID_PARAMS = -32602
+TIMEOUT = -32003
+UNAVAILABLE = -32010
+_SHA = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$", "description": "SHA-256, hex"}
+
+ATTEST_PARAMS = {
+    "type": "object", "required": ["sha256", "kind", "case_no"], "additionalProperties": False,
+    "properties": {
+        "sha256": _SHA,
+        "kind": {"enum": list(evidence.KINDS)},
+        "case_no": {"type": "string", "minLength": 1, "maxLength": evidence.CASE_NO_CHARS_MAX,
+                    "description": "case number (案号), e.g. (2020)吉0102民初1234号"},
+        "title": {"type": "string", "minLength": 1, "maxLength": evidence.TITLE_CHARS_MAX},
+        "request_id": {"type": "string", "minLength": 1, "maxLength": 128,
+                       "description": "makes the write idempotent for this client"},
+        "wait": {"type": "boolean", "description": "answer only once committed"},
+    },
+}
+ATTEST_RESULT = {
+    "type": "object", "required": ["tx_id", "status"],
+    "properties": {"tx_id": HEX64, "status": {"enum": ["pending", "committed"]},
+                   "height": {"type": "integer", "minimum": 1}},
+}
+VERIFY_RESULT = {
+    "type": "object", "required": ["attested", "records"],
+    "properties": {"attested": {"type": "boolean"},
+                   "records": {"type": "array", "items": {"type": "object"}}},
+}
+
+
+def _client_of(ctx: RpcContext) -> str:
+    names = sorted(s[len("client:"):] for s in ctx.scopes if s.startswith("client:"))
+    return names[0] if names else "anonymous"
+
+
+def register_evidence_methods(dispatcher: Dispatcher, node: Node) -> None:
+    runtime, chain = node.runtime, node.chain
+    timeout_s = node.settings.rpc.request_timeout_ms / 1000
+
+    @dispatcher.method(
+        "evidence.attest", scope=EVIDENCE_WRITE, params_schema=ATTEST_PARAMS,
+        result_schema=ATTEST_RESULT, result_name="attestation",
+        summary="Attest a document's SHA-256 for a case, as this court.",
+        description="Only the hash goes on chain. request_id makes the call idempotent; "
+                    "wait: true answers after commit.")
+    async def attest(params: dict[str, Any], ctx: RpcContext) -> dict[str, Any]:
+        try:
+            payload = evidence.attest_payload(params["sha256"], params["kind"], params["case_no"],
+                                              params.get("title"))
+        except evidence.EvidenceError as exc:
+            raise RpcError(INVALID_PARAMS, "Invalid params", {"reason": str(exc)}) from None
+        client = _client_of(ctx)
+        rid = params.get("request_id") or f"auto-{uuid.uuid4().hex}"
+        key = (node.court.id, client, rid)
+        done = chain.request_result(key)
+        if done is not None:
+            return {"tx_id": done[1].hex(), "status": "committed", "height": done[0]}
+        waiter = await runtime.submit([Request(client, rid, payload)])
+        await waiter.accepted.wait()
+        if waiter.error:
+            raise RpcError(UNAVAILABLE, "not accepted", {"reason": waiter.error})
+        tx_id = sha256(codec.encode([node.court.id, waiter.sid, client, rid, payload]))
+        if not params.get("wait"):
+            return {"tx_id": tx_id.hex(), "status": "pending"}
+        with trio.move_on_after(timeout_s):
+            await waiter.done.wait()
+        result = chain.request_result(key)
+        if result is None:
+            raise RpcError(TIMEOUT, "timeout", {"tx_id": tx_id.hex(), "status": "pending"})
+        return {"tx_id": result[1].hex(), "status": "committed", "height": result[0]}
+
+    @dispatcher.method(
+        "evidence.verify", public=True, result_schema=VERIFY_RESULT, result_name="verification",
+        params_schema={"type": "object", "required": ["sha256"], "additionalProperties": False,
+                       "properties": {"sha256": _SHA}},
+        summary="Every attestation of a document hash on this chain.")
+    def verify(params: dict[str, Any], _ctx: RpcContext) -> dict[str, Any]:
+        records = evidence.records_for(node.store.iter_state, bytes.fromhex(params["sha256"]))
+        return {"attested": bool(records), "records": records}
+
+
+def _metrics(node: Node) -> Registry:
+    reg = Registry()
+    runtime, replica = node.runtime, node.replica
+    reg.gauge("pbftd_height", "last executed block height",
+              callback=lambda: node.chain.tip().height)
+    reg.gauge("pbftd_view", "current PBFT view", callback=lambda: replica.view)
+    reg.gauge("pbftd_stable_checkpoint", "last stable checkpoint seq",
+              callback=lambda: replica.stable_seq)
+    reg.gauge("pbftd_view_changes_total", "view changes this replica started",
+              callback=lambda: replica.stats["view_changes_started"])
+    reg.gauge("pbftd_peers_connected", "validator links up",
+              callback=lambda: len(runtime.mesh.connected_peers()))
+    reg.gauge("pbftd_pending_submissions", "submissions waiting for a batch",
+              callback=lambda: len(replica.pending))
+    reg.gauge("pbftd_messages_rejected_total", "peer messages refused as invalid",
+              callback=lambda: sum(v for k, v in replica.stats.items()
+                                   if k.startswith("rejected_")))
+    reg.gauge("pbftd_persist_seconds_total", "time spent in synced consensus writes",
+              callback=lambda: runtime.stats["persist_us_total"] / 1e6)
+    reg.gauge("pbftd_persists_total", "synced consensus writes",
+              callback=lambda: runtime.stats["persists"])
+    reg.gauge("pbftd_transactions_total", "transactions executed",
+              callback=lambda: runtime.stats["txs"])
+    latency = reg.histogram("pbftd_commit_latency_seconds",
+                            "from accepting a client's submission to its block")
+    runtime.on_commit_latency = lambda ms: latency.observe(ms / 1000)
+    return reg
+
+
+def build_rpc(node: Node) -> Any:
+    settings = node.settings.rpc
+    dispatcher = Dispatcher(title="pbftd JSON-RPC", version="0.1.0",
+                            batch_len_max=settings.batch_len_max)
+    api = DaemonApi(node)
+    register_chain_methods(dispatcher, api)
+    register_evidence_methods(dispatcher, node)
+
+    def auth(token: str) -> frozenset[str] | None:
+        grant = settings.token_for(token)
+        return None if grant is None else frozenset(grant.scopes) | {f"client:{grant.name}"}
+
+    return make_app(dispatcher, node_api=api, metrics=_metrics(node),
+                    limits=RpcLimits(body_bytes_max=settings.body_bytes_max,
+                                     request_timeout_ms=settings.request_timeout_ms), auth=auth)
+
+
+async def start_rpc(node: Node, nursery: trio.Nursery) -> None:
+    host, _, port = node.rpc_listen.rpartition(":")
+    read_timeout_s = max(65, node.settings.rpc.request_timeout_ms // 1000 + 35)
+    await nursery.start(lambda task_status: serve_rpc(
+        build_rpc(node), host.strip("[]"), int(port), read_timeout_s=read_timeout_s,
+        task_status=task_status))
