@@ -35,8 +35,10 @@ class DaemonApi:
         store = node.store
         peers = len(node.runtime.mesh.connected_peers())
         quorum_reachable = peers + 1 >= node.replica.vals.quorum
-        ok = not store.read_only and not store.failed and quorum_reachable
-        return {"ok": ok, "read_only": store.read_only, "store_failed": store.failed,
+        read_only = node.runtime.read_only_reason
+        ok = read_only is None and not store.failed and quorum_reachable
+        return {"ok": ok, "read_only": read_only is not None, "read_only_reason": read_only,
+                "store_failed": store.failed,
                 "peers_connected": peers, "quorum_reachable": quorum_reachable,
                 "height": node.chain.tip().height}
 

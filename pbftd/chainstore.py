@@ -45,6 +45,10 @@ class ChainStore:
     def tip(self) -> ChainTip:
         return self._tip
 
+    def reload_tip(self) -> None:
+        """Re-read the tip after a failed write (memory may be ahead of disk)."""
+        self._tip = self._load_tip() or self._tip
+
     def _load_tip(self) -> ChainTip | None:
         raw = self.store.get_meta("tip")
         if raw is None:

@@ -120,10 +120,13 @@ def assemble(settings: Settings, stack: ExitStack) -> Node:
     chain = ChainStore(store, genesis.chain_id, genesis_tip, indexers=[evidence.index_block])
     vals = ValidatorSet.of([(c.id, bytes.fromhex(c.public_key)) for c in genesis.validators()])
     submitters = {c.id: bytes.fromhex(c.public_key) for c in genesis.courts}
-    replica = Replica(replica_config(settings, genesis), vals, court.id, signer, Verifier(),
-                      submitters)
+    rcfg = replica_config(settings, genesis)
+
+    def make_replica() -> Replica:
+        return Replica(rcfg, vals, court.id, signer, Verifier(), submitters)
+
     mesh = Mesh(mesh_config(settings, genesis, key, p2p_listen))
-    runtime = NodeRuntime(replica, chain, mesh)
+    runtime = NodeRuntime(make_replica(), chain, mesh, make_replica=make_replica)
     return Node(settings, genesis, court, signer, store, chain, runtime, rpc_listen)
 
 

@@ -96,6 +96,9 @@ def register_evidence_methods(dispatcher: Dispatcher, node: Node) -> None:
         with trio.move_on_after(timeout_s):
             await waiter.done.wait()
         result = chain.request_result(key)
+        if result is None and waiter.error:
+            raise RpcError(UNAVAILABLE, "not acknowledged",
+                           {"reason": waiter.error, "retry": "with the same request_id"})
         if result is None:
             raise RpcError(TIMEOUT, "timeout", {"tx_id": tx_id.hex(), "status": "pending"})
         return {"tx_id": result[1].hex(), "status": "committed", "height": result[0]}

@@ -11,6 +11,15 @@ inline keeps "durable before sent" obvious.
 
 Time given to the replica is the wall clock in ms (block times are compared
 across courts), clamped so it never goes backwards within a process.
+
+Disk full: a write that fails for lack of space leaves the replica's memory
+ahead of its disk, so the runtime stops acknowledging anything (peer frames
+and timers are dropped, submissions refused with the reason), keeps serving
+reads, retries every ``recover_interval_s``, and once the store is writable
+again rebuilds the replica from what is durably on disk, exactly as a restart
+would.  An I/O error (a failed fsync) is not retried: the write is
+indeterminate, so the error propagates and the process exits for systemd to
+restart it.
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ from typing import Any
 
 import structlog
 import trio
+
+from storage import StoreFullError
 
 from .chainstore import ChainStore
 from .core.actions import (
@@ -62,8 +73,13 @@ class NodeRuntime:
         return len(self._waiters)
 
     def __init__(self, replica: Replica, chain: ChainStore, mesh: Any,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 make_replica: Callable[[], Replica] | None = None,
+                 recover_interval_s: float = 5.0) -> None:
         self.replica = replica
+        self._make_replica = make_replica
+        self._recover_interval_s = recover_interval_s
+        self.read_only_reason: str | None = None
         self.chain = chain
         self.mesh = mesh
         self._clock = clock
@@ -95,16 +111,68 @@ class NodeRuntime:
             await nursery.start(self.mesh.run)
             nursery.start_soon(self._pump_inbox)
             nursery.start_soon(self._run_timers)
-            tip = self.chain.tip()
-            records = self.chain.consensus_records()
-            self._perform(self.replica.start(
-                self.now_ms(), records, ExecutedTip(tip.height, tip.block_hash, tip.time_ms)))
-            self.log.info("replica_started", view=self.replica.view, height=tip.height,
-                          seq=self.replica.next_exec, records=len(records))
+            self._start_replica()
             self.started.set()
             task_status.started()
             async for event in self._events:
-                self._handle(event)
+                if self.read_only_reason is not None:
+                    self._refuse(event)
+                    continue
+                try:
+                    self._handle(event)
+                except StoreFullError as exc:
+                    self._enter_read_only(str(exc), nursery)
+
+    def _start_replica(self) -> None:
+        tip = self.chain.tip()
+        records = self.chain.consensus_records()
+        self._perform(self.replica.start(
+            self.now_ms(), records, ExecutedTip(tip.height, tip.block_hash, tip.time_ms)))
+        self.log.info("replica_started", view=self.replica.view, height=tip.height,
+                      seq=self.replica.next_exec, records=len(records))
+
+    # ------------------------------------------------------------ disk full
+
+    def _enter_read_only(self, reason: str, nursery: trio.Nursery) -> None:
+        self.read_only_reason = reason
+        self.stats["read_only_entered"] += 1
+        # Writes in flight may or may not commit elsewhere: not acknowledged.
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.error = f"not acknowledged, this node cannot write: {reason}"
+                waiter.done.set()
+        self._waiters.clear()
+        self.log.error("storage_full_read_only", reason=reason, height=self.chain.tip().height,
+                       view=self.replica.view, seq=self.replica.next_exec,
+                       action="not acknowledging writes; reads continue; free disk space")
+        nursery.start_soon(self._recover_when_space_returns)
+
+    def _refuse(self, event: tuple[Any, ...]) -> None:
+        if event[0] == "submit":
+            waiter = event[2]
+            waiter.error = f"this node cannot write: {self.read_only_reason}"
+            waiter.accepted.set()
+        elif event[0] == "recovered":
+            self._resume()
+
+    async def _recover_when_space_returns(self) -> None:
+        store = self.chain.store
+        while True:
+            await trio.sleep(self._recover_interval_s)
+            if store.space_returned() and store.try_recover_space():
+                store.ensure_ballast()
+                await self._send_events.send(("recovered",))
+                return
+
+    def _resume(self) -> None:
+        """Rebuild the replica from disk: its memory may be ahead of it."""
+        assert self._make_replica is not None, "read-only mode needs make_replica"
+        self.read_only_reason = None
+        self._armed.clear()
+        self.chain.reload_tip()
+        self.replica = self._make_replica()
+        self.log.warning("storage_recovered", height=self.chain.tip().height)
+        self._start_replica()
 
     # ------------------------------------------------------------ inputs
 

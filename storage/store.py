@@ -284,6 +284,14 @@ class NodeStore:
         self.read_only_reason = None
         return True
 
+    def space_returned(self) -> bool:
+        """Whether real free space is back: enough to reopen after ENOSPC and
+        to rebuild the ballast, without spending the ballast itself.  A node
+        that resumed on its ballast alone would have no reserve next time."""
+        needed = (self._ballast_bytes + 2 * self._write_buffer_bytes
+                  + 2 * _wal_bytes(self._db_dir))
+        return free_bytes(self.data_dir) >= needed
+
     def ensure_ballast(self) -> bool:
         """Create the ballast if it is missing and the disk has room; return whether it exists.
 
