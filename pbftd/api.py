@@ -33,8 +33,14 @@ class DaemonApi:
     def health(self) -> dict[str, Any]:
         node = self.node
         store = node.store
-        peers = len(node.runtime.mesh.connected_peers())
-        quorum_reachable = peers + 1 >= node.replica.vals.quorum
+        vals = node.replica.vals
+        connected = node.runtime.mesh.connected_peers()
+        peers = len(connected)
+        linked = sum(1 for p in connected if p in vals)
+        if node.court.role == "observer":
+            quorum_reachable = linked >= vals.weak_quorum   # f+1: at least one honest
+        else:
+            quorum_reachable = linked + 1 >= vals.quorum
         read_only = node.runtime.read_only_reason
         ok = read_only is None and not store.failed and quorum_reachable
         return {"ok": ok, "read_only": read_only is not None, "read_only_reason": read_only,

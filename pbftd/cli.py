@@ -67,7 +67,8 @@ def _cmd_testnet_init(args: argparse.Namespace) -> int:
     from .testnet import init_testnet
 
     try:
-        files = init_testnet(Path(args.dir), args.nodes, args.base_port)
+        files = init_testnet(Path(args.dir), args.nodes, args.base_port,
+                             observers=args.observers)
     except (FileExistsError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     for court in files:
@@ -78,9 +79,9 @@ def _cmd_testnet_init(args: argparse.Namespace) -> int:
 def _cmd_testnet_up(args: argparse.Namespace) -> int:
     from .testnet import up_testnet
 
-    if args.observers:
-        raise UsageError("observer courts are not supported yet (issue 3 follow-up)")
-    return up_testnet(Path(args.dir), args.nodes, args.base_port)
+    if args.nodes < 1 or args.observers < 0:
+        raise UsageError("--nodes must be at least 1 and --observers not negative")
+    return up_testnet(Path(args.dir), args.nodes, args.base_port, observers=args.observers)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -189,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--nodes", type=int, default=4, help="validators (default 4)")
         t.add_argument("--base-port", type=int, default=26650,
                        help="first loopback port; court i uses base+2i (p2p), base+2i+1 (rpc)")
-        if name == "up":
-            t.add_argument("--observers", type=int, default=0, help="observer courts (default 0)")
+        t.add_argument("--observers", type=int, default=0,
+                       help="observer courts that follow without voting (default 0)")
         t.set_defaults(func=func)
 
     run = sub.add_parser("run", help="run one daemon in the foreground (systemd ExecStart)",

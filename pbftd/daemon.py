@@ -29,6 +29,7 @@ from . import evidence, sdnotify
 from .chainstore import ChainStore
 from .core.chain import ChainTip
 from .core.crypto import Signer, Verifier
+from .core.follower import Follower, FollowerConfig
 from .core.replica import Replica, ReplicaConfig
 from .core.validators import ValidatorSet
 from .runtime import NodeRuntime
@@ -75,13 +76,26 @@ def replica_config(settings: Settings, genesis: Genesis) -> ReplicaConfig:
         block_time_skew_max_ms=c.block_time_skew_max_ms)
 
 
+def observer_ring(genesis: Genesis, court_id: str, fanout: int) -> list[str]:
+    """The observers an observer dials besides the validators: the next
+    ``fanout`` observers in genesis order, wrapping, so blocks can travel
+    observer to observer with bounded fan-out."""
+    ids = [c.id for c in genesis.observers()]
+    if court_id not in ids:
+        return []
+    i = ids.index(court_id)
+    return [ids[(i + k) % len(ids)] for k in range(1, min(fanout, len(ids) - 1) + 1)]
+
+
 def mesh_config(settings: Settings, genesis: Genesis, key: Any, p2p_listen: str) -> MeshConfig:
     p = settings.p2p
     host, port = _split(p2p_listen)
+    dial = [c.id for c in genesis.validators() if c.id != settings.court_id]
+    dial += observer_ring(genesis, settings.court_id, p.gossip_fanout)
     peers = tuple(PeerInfo(c.id, bytes.fromhex(c.public_key), *_split(c.p2p_address))
-                  for c in genesis.validators() if c.id != settings.court_id)
+                  for c in genesis.courts if c.id in dial)
     observers = {c.id: bytes.fromhex(c.public_key) for c in genesis.observers()
-                 if c.id != settings.court_id}
+                 if c.id != settings.court_id and c.id not in dial}
     return MeshConfig(
         chain_id=genesis.chain_id, node_id=settings.court_id, private_key=key,
         listen_host=host, listen_port=port, peers=peers, tls=p.tls, plaintext_ok=p.plaintext_ok,
@@ -98,8 +112,6 @@ def assemble(settings: Settings, stack: ExitStack) -> Node:
     if not genesis.has_court(settings.court_id):
         raise DaemonError(f"court {settings.court_id!r} is not in {settings.genesis_file}")
     court = genesis.court(settings.court_id)
-    if court.role != "validator":
-        raise DaemonError(f"{court.id} is an observer; observer nodes are not supported yet")
     key = load_private_key(settings.key_file)
     signer = Signer(key)
     if signer.public_key.hex() != court.public_key:
@@ -121,8 +133,16 @@ def assemble(settings: Settings, stack: ExitStack) -> Node:
     vals = ValidatorSet.of([(c.id, bytes.fromhex(c.public_key)) for c in genesis.validators()])
     submitters = {c.id: bytes.fromhex(c.public_key) for c in genesis.courts}
     rcfg = replica_config(settings, genesis)
+    ring = observer_ring(genesis, court.id, settings.p2p.gossip_fanout)
+    fcfg = FollowerConfig(chain_id=genesis.chain_id,
+                          checkpoint_interval=rcfg.checkpoint_interval,
+                          batch_requests_max=rcfg.batch_requests_max,
+                          batch_bytes_max=rcfg.batch_bytes_max)
 
-    def make_replica() -> Replica:
+    def make_replica() -> Any:
+        if court.role == "observer":
+            return Follower(fcfg, vals, court.id, signer, Verifier(), submitters,
+                            [*vals.ids, *ring])
         return Replica(rcfg, vals, court.id, signer, Verifier(), submitters)
 
     mesh = Mesh(mesh_config(settings, genesis, key, p2p_listen))

@@ -58,14 +58,15 @@ def _plan(nodes: int) -> list[tuple[str, str, str, str | None]]:
 
 
 def init_testnet(directory: Path, nodes: int = 4, base_port: int = 26650,
-                 chain_id: str = "court-testnet") -> list[CourtFiles]:
+                 chain_id: str = "court-testnet", observers: int = 0) -> list[CourtFiles]:
     if nodes < 1:
         raise ValueError("a testnet needs at least one node")
     if directory.exists() and any(directory.iterdir()):
         raise FileExistsError(f"{directory} exists and is not empty")
     directory.mkdir(parents=True, exist_ok=True)
     courts, files = [], []
-    for i, (court_id, name, tier, parent) in enumerate(_plan(nodes)):
+    for i, (court_id, name, tier, parent) in enumerate(_plan(nodes + observers)):
+        role = "validator" if i < nodes else "observer"
         folder = directory / court_id
         folder.mkdir()
         key = generate_key_file(folder / "node.key")
@@ -73,7 +74,7 @@ def init_testnet(directory: Path, nodes: int = 4, base_port: int = 26650,
         write_secret_file(folder / "admin.token", (token + "\n").encode())
         p2p, rpc = f"127.0.0.1:{base_port + 2 * i}", f"127.0.0.1:{base_port + 2 * i + 1}"
         courts.append({"id": court_id, "name": name, "tier": tier, "parent": parent,
-                       "role": "validator", "public_key": public_key_hex(key),
+                       "role": role, "public_key": public_key_hex(key),
                        "p2p_address": p2p, "rpc_address": rpc})
         (folder / "config.toml").write_text(_config_text(court_id, token_hash))
         files.append(CourtFiles(court_id, folder, folder / "config.toml", f"http://{rpc}/"))
@@ -117,10 +118,11 @@ def testnet_courts(directory: Path) -> list[CourtFiles]:
                        f"http://{c['rpc_address']}/") for c in genesis["courts"]]
 
 
-def up_testnet(directory: Path, nodes: int, base_port: int, out=sys.stdout) -> int:
+def up_testnet(directory: Path, nodes: int, base_port: int, out=sys.stdout,
+               observers: int = 0) -> int:
     """Start every court's daemon; stop them all on Ctrl-C or SIGTERM."""
     if not (directory / "genesis.json").exists():
-        init_testnet(directory, nodes, base_port)
+        init_testnet(directory, nodes, base_port, observers=observers)
         print(f"created testnet in {directory}", file=out)
     courts = testnet_courts(directory)
     procs: dict[str, subprocess.Popen[bytes]] = {}

@@ -567,7 +567,7 @@ class Wire:
     """Opens frames from peers into validated messages (or raises ProtocolError).
 
     ``validators`` vote; ``submitters`` (validators and observers) may sign
-    SUBMITs.  Only validators may sign any other message type.
+    SUBMIT, FETCH and BLOCKS.  Only validators may sign any other message type.
     """
 
     def __init__(self, chain_id: str, validators: Any, verifier: Verifier,
@@ -612,7 +612,9 @@ class Wire:
         cls = MESSAGE_TYPES.get(type_) if type(type_) is str else None
         if cls is None or (expected is not None and cls is not expected):
             raise ProtocolError("wrong_type", f"unexpected message type {type_!r}")
-        keys = self.submitters if cls is Submit else self.validators.as_dict()
+        # Observers may submit, fetch and serve blocks (BLOCKS are checked by
+        # their commit certificates); only validators may vote.
+        keys = self.submitters if cls in (Submit, Fetch, Blocks) else self.validators.as_dict()
         if type(sender) is not str or sender not in keys:
             raise ProtocolError("unknown_sender", f"{sender!r} may not send {type_}")
         if not self.verifier.verify(keys[sender], signed, sig):

@@ -70,6 +70,7 @@ from .actions import (
     ServeBlocks,
     SetTimer,
 )
+from .certs import check_commit_cert, checkpoint_proof_hash
 from .crypto import Signer, Verifier
 from .messages import (
     Batch,
@@ -607,20 +608,7 @@ class Replica:
         return []
 
     def _checkpoint_proof_hash(self, seq: int, proof: tuple[Checkpoint, ...]) -> bytes:
-        """Validate a stable-checkpoint proof and return the hash it certifies."""
-        if seq == 0:
-            if proof:
-                raise ProtocolError("bad_checkpoint_proof", "proof for seq 0")
-            return b""
-        if seq % self.cfg.checkpoint_interval:
-            raise ProtocolError("bad_checkpoint_proof", "seq is not a checkpoint boundary")
-        senders = {c.sender for c in proof}
-        hashes = {c.block_hash for c in proof}
-        if len(senders) != len(proof) or len(senders) < self.vals.quorum:
-            raise ProtocolError("bad_checkpoint_proof", "too few or repeated signers")
-        if len(hashes) != 1 or any(c.seq != seq for c in proof):
-            raise ProtocolError("bad_checkpoint_proof", "signers disagree")
-        return next(iter(hashes))
+        return checkpoint_proof_hash(self.vals, self.cfg.checkpoint_interval, seq, proof)
 
     def _set_stable(self, seq: int, block_hash: bytes, proof: tuple[Checkpoint, ...],
                     now_ms: int) -> list[Action]:
@@ -1000,14 +988,7 @@ class Replica:
         return out
 
     def _check_commit_cert(self, block: CommittedBlock) -> None:
-        digest = block.batch.digest(self.cfg.chain_id)
-        senders = {c.sender for c in block.commits}
-        views = {c.view for c in block.commits}
-        if len(senders) != len(block.commits) or len(senders) < self.vals.quorum:
-            raise ProtocolError("bad_commit_cert", "too few or repeated commits")
-        if len(views) != 1 or any(c.seq != block.batch.seq or c.digest != digest
-                                  for c in block.commits):
-            raise ProtocolError("bad_commit_cert", "commits do not match the block")
+        check_commit_cert(self.vals, self.cfg.chain_id, block)
 
     # ------------------------------------------------------------ persistence
 
