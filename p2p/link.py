@@ -116,8 +116,14 @@ async def run_handshake(ws: WebSocketConnection, hs: Handshaker) -> str:
     await ws.send_message(wire.encode_hello(hs.hello()))
     theirs = wire.decode_hello(await _receive(ws))
     hs.check_hello(theirs)
+    if hs.is_dialer:
+        # The acceptor answers with its AUTH only after checking ours, so a
+        # dialer never counts a link up that the acceptor refused.
+        await ws.send_message(wire.encode_auth(hs.auth(theirs)))
+        return hs.check_auth(theirs, wire.decode_auth(await _receive(ws)))
+    peer_id = hs.check_auth(theirs, wire.decode_auth(await _receive(ws)))
     await ws.send_message(wire.encode_auth(hs.auth(theirs)))
-    return hs.check_auth(theirs, wire.decode_auth(await _receive(ws)))
+    return peer_id
 
 
 class Link:

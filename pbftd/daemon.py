@@ -191,8 +191,17 @@ async def _watchdog(interval_s: float) -> None:
         await trio.sleep(interval_s)
 
 
+def _exit_during_start_up(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 def run_daemon(settings: Settings, extra_services: Any = None) -> None:
-    """Blocking entry point for ``pbftd run``; raises DaemonError/ConfigError."""
+    """Blocking entry point for ``pbftd run``; raises DaemonError/ConfigError.
+
+    SIGTERM before the event loop has its own handler (while the store opens)
+    must still unwind the ExitStack: close the store, remove the pid file.
+    """
+    signal.signal(signal.SIGTERM, _exit_during_start_up)
     with ExitStack() as stack:
         try:
             node = assemble(settings, stack)
