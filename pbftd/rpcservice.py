@@ -136,6 +136,10 @@ def _metrics(node: Node) -> Registry:
               callback=lambda: runtime.stats["persists"])
     reg.gauge("pbftd_transactions_total", "transactions executed",
               callback=lambda: runtime.stats["txs"])
+    reg.gauge("pbftd_peer_send_queue_frames", "frames queued for each peer link",
+              labelnames=("peer",),
+              callback=lambda: {(peer,): float(depth) for peer, depth in
+                                runtime.mesh.stats.get("queue_depth", {}).items()})
     latency = reg.histogram("pbftd_commit_latency_seconds",
                             "from accepting a client's submission to its block")
     runtime.on_commit_latency = lambda ms: latency.observe(ms / 1000)
