@@ -130,6 +130,40 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    """SHA-256 of a file read in fixed chunks: a 4 GB video takes constant memory."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _cmd_attest(args: argparse.Namespace) -> int:
+    from rpc.client import RpcCallError, RpcClient, RpcTransportError
+
+    url, token = (args.rpc, args.token) if args.rpc else _default_rpc()
+    try:
+        digest = sha256_file(Path(args.file))
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+    params = {"sha256": digest, "kind": args.kind, "case_no": args.case, "wait": True}
+    if args.title:
+        params["title"] = args.title
+    if args.request_id:
+        params["request_id"] = args.request_id
+    try:
+        result = RpcClient(url, args.token or token, timeout_s=60).call("evidence.attest", params)
+    except (RpcCallError, RpcTransportError) as exc:
+        raise UsageError(str(exc)) from None
+    print(f"sha256  {digest}")
+    print(f"tx id   {result['tx_id']}")
+    print(f"height  {result.get('height', '-')} ({result['status']})")
+    return 0
+
+
 def _cmd_init(args: argparse.Namespace) -> int:
     from .courtinit import init_court
 
@@ -225,6 +259,22 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--rpc", help="node URL (default: first court of ./testnet)")
     status.add_argument("--token", help="bearer token (default: that court's admin.token)")
     status.set_defaults(func=_cmd_status)
+
+    attest = sub.add_parser("attest", help="hash a file locally and attest it",
+                            description="Hash FILE locally (streaming), attest its SHA-256 as "
+                                        "this court, wait for commit, print tx id and height.")
+    attest.add_argument("file", metavar="FILE")
+    attest.add_argument("--kind", required=True,
+                        choices=["judgment", "ruling", "mediation_agreement",
+                                 "effectiveness_certificate", "efile_item", "delivery_receipt",
+                                 "enforcement_notice", "electronic_evidence", "other"])
+    attest.add_argument("--case", required=True, metavar="CASE_NO",
+                        help="case number, e.g. '(2020)吉0102民初1234号'")
+    attest.add_argument("--title", help="optional title (no personal data)")
+    attest.add_argument("--request-id", help="makes a retry idempotent")
+    attest.add_argument("--rpc", help="node URL (default: first court of ./testnet)")
+    attest.add_argument("--token", help="bearer token (default: that court's admin.token)")
+    attest.set_defaults(func=_cmd_attest)
     return parser
 
 

@@ -25,6 +25,7 @@ from .core import codec
 from .core.crypto import sha256
 from .core.messages import Request
 from .daemon import Node
+from .evidence_batch import register_batch_methods
 
 __all__ = ["build_rpc", "start_rpc"]
 
@@ -153,6 +154,7 @@ def build_rpc(node: Node) -> Any:
     api = DaemonApi(node)
     register_chain_methods(dispatcher, api)
     register_evidence_methods(dispatcher, node)
+    register_batch_methods(dispatcher, node, _client_of)
 
     def auth(token: str) -> frozenset[str] | None:
         grant = settings.token_for(token)

@@ -1,0 +1,122 @@
+"""``evidence.attestBatch``: thousands of attestations in one round trip.
+
+Items are checked one by one; an invalid item gets an error object in its
+slot and the others go ahead, because a court system sending 10,000 e-file
+hashes should not lose 9,999 of them to one bad case number.  Valid items are
+split into submissions no larger than a batch may carry, each signed once by
+this node (not once per item), so the primary can put whole submissions in
+blocks and 10,000 items commit in a handful of blocks.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import trio
+
+from rpc.jsonrpc import Dispatcher, RpcContext
+
+from . import evidence
+from .core import codec
+from .core.crypto import sha256
+from .core.messages import Request
+from .daemon import Node
+
+__all__ = ["ITEMS_MAX", "register_batch_methods"]
+
+ITEMS_MAX = 10_000
+INVALID_PARAMS = -32602
+UNAVAILABLE = -32010
+
+_ITEM = {
+    "type": "object", "required": ["sha256", "kind", "case_no"], "additionalProperties": False,
+    "properties": {
+        "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+        "kind": {"enum": list(evidence.KINDS)},
+        "case_no": {"type": "string", "minLength": 1, "maxLength": evidence.CASE_NO_CHARS_MAX},
+        "title": {"type": "string", "minLength": 1, "maxLength": evidence.TITLE_CHARS_MAX},
+        "request_id": {"type": "string", "minLength": 1, "maxLength": 128},
+    },
+}
+PARAMS = {
+    "type": "object", "required": ["items"], "additionalProperties": False,
+    "properties": {"items": {"type": "array", "items": _ITEM, "maxItems": ITEMS_MAX},
+                   "wait": {"type": "boolean"}},
+}
+RESULT = {
+    "type": "object", "required": ["results"],
+    "properties": {"results": {"type": "array", "items": {"type": "object"}}},
+}
+
+
+def _chunks(items: list[tuple[int, Request]], count_max: int,
+            bytes_max: int) -> list[list[tuple[int, Request]]]:
+    """Split into submissions that fit a batch (count and approximate bytes)."""
+    out: list[list[tuple[int, Request]]] = [[]]
+    size = 0
+    for item in items:
+        cost = len(item[1].payload) + len(item[1].rid) + len(item[1].client) + 16
+        if out[-1] and (len(out[-1]) >= count_max or size + cost > bytes_max * 0.9):
+            out.append([])
+            size = 0
+        out[-1].append(item)
+        size += cost
+    return [c for c in out if c]
+
+
+def register_batch_methods(dispatcher: Dispatcher, node: Node, client_of: Any) -> None:
+    runtime, chain = node.runtime, node.chain
+    court = node.court.id
+    cfg = node.replica.cfg
+    timeout_s = node.settings.rpc.request_timeout_ms / 1000
+
+    @dispatcher.method(
+        "evidence.attestBatch", scope="evidence:write", params_schema=PARAMS,
+        result_schema=RESULT, result_name="batch",
+        summary="Attest up to 10,000 document hashes in one call; one result per item.",
+        description="Each item is checked on its own: an invalid item gets an error object "
+                    "{error: {code, message, data}} in its place and the others proceed. "
+                    "wait: true answers once every accepted item has committed.")
+    async def attest_batch(params: dict[str, Any], ctx: RpcContext) -> dict[str, Any]:
+        client = client_of(ctx)
+        results: list[dict[str, Any]] = [{} for _ in params["items"]]
+        fresh: list[tuple[int, Request]] = []
+        for i, item in enumerate(params["items"]):
+            try:
+                payload = evidence.attest_payload(item["sha256"], item["kind"],
+                                                  item["case_no"], item.get("title"))
+            except evidence.EvidenceError as exc:
+                results[i] = {"error": {"code": INVALID_PARAMS, "message": "Invalid params",
+                                        "data": {"reason": str(exc), "index": i}}}
+                continue
+            rid = item.get("request_id") or f"auto-{uuid.uuid4().hex}"
+            done = chain.request_result((court, client, rid))
+            if done is not None:
+                results[i] = {"tx_id": done[1].hex(), "status": "committed", "height": done[0]}
+            else:
+                fresh.append((i, Request(client, rid, payload)))
+        waiters = []
+        for chunk in _chunks(fresh, cfg.batch_requests_max, cfg.batch_bytes_max):
+            waiter = await runtime.submit([req for _, req in chunk])
+            await waiter.accepted.wait()
+            waiters.append((chunk, waiter))
+        for chunk, waiter in waiters:
+            for i, req in chunk:
+                if waiter.error:
+                    results[i] = {"error": {"code": UNAVAILABLE, "message": "not accepted",
+                                            "data": {"reason": waiter.error, "index": i}}}
+                else:
+                    tx = codec.encode([court, waiter.sid, req.client, req.rid, req.payload])
+                    results[i] = {"tx_id": sha256(tx).hex(), "status": "pending"}
+        if params.get("wait") and waiters:
+            with trio.move_on_after(timeout_s):
+                for _chunk, waiter in waiters:
+                    await waiter.done.wait()
+            for chunk, _waiter in waiters:
+                for i, req in chunk:
+                    done = chain.request_result((court, client, req.rid))
+                    if done is not None:
+                        results[i] = {"tx_id": done[1].hex(), "status": "committed",
+                                      "height": done[0]}
+        return {"results": results}
