@@ -132,10 +132,11 @@ class Genesis:
 
     @property
     def quorum(self) -> int:
-        """n - f: two such quorums share f + 1 validators, so at least one honest
-        one, and n - f honest validators can always form one. Equals 2f + 1
-        when n = 3f + 1."""
-        return len(self.validators()) - self.f
+        """The consensus quorum, the same rule as pbftd.core.validators:
+        ceil((n + f + 1) / 2), the smallest size at which two quorums share
+        f + 1 validators (so at least one honest). Equals 2f + 1 when
+        n = 3f + 1."""
+        return (len(self.validators()) + self.f + 2) // 2
 
     def court(self, court_id: str) -> Court:
         """The court with this id; KeyError if the genesis has none."""

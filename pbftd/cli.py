@@ -189,6 +189,12 @@ def _cmd_genesis(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify_proof(args: argparse.Namespace) -> int:
+    from .proofcli import run_verify_proof
+
+    return run_verify_proof(args.proof, args.genesis)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pbftd", description="PBFT consensus node for the courts' consortium chain.")
@@ -275,6 +281,16 @@ def build_parser() -> argparse.ArgumentParser:
     attest.add_argument("--rpc", help="node URL (default: first court of ./testnet)")
     attest.add_argument("--token", help="bearer token (default: that court's admin.token)")
     attest.set_defaults(func=_cmd_attest)
+
+    vproof = sub.add_parser(
+        "verify-proof", help="check a saved proof offline against a genesis file",
+        description="Verify PROOF.json (from evidence.getProof) with no network: every hash, "
+                    "the Merkle path and the validators' signatures, against GENESIS.json. "
+                    "Exit 0 valid, 2 'proof invalid: <reason>', 1 a file cannot be read.")
+    vproof.add_argument("proof", metavar="PROOF.json")
+    vproof.add_argument("--genesis", required=True, metavar="GENESIS.json",
+                        help="the chain's genesis file: the keys to trust")
+    vproof.set_defaults(func=_cmd_verify_proof)
     return parser
 
 

@@ -26,6 +26,7 @@ from .core.crypto import sha256
 from .core.messages import Request
 from .daemon import Node
 from .evidence_batch import register_batch_methods
+from .proof_methods import register_proof_methods
 
 __all__ = ["build_rpc", "start_rpc"]
 
@@ -155,6 +156,7 @@ def build_rpc(node: Node) -> Any:
     register_chain_methods(dispatcher, api)
     register_evidence_methods(dispatcher, node)
     register_batch_methods(dispatcher, node, _client_of)
+    register_proof_methods(dispatcher, node)
 
     def auth(token: str) -> frozenset[str] | None:
         grant = settings.token_for(token)

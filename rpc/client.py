@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-__all__ = ["RpcCallError", "RpcClient", "RpcTransportError"]
+__all__ = ["RpcCallError", "RpcClient", "RpcTransportError", "verify_attestation"]
 
 
 class RpcCallError(Exception):
@@ -47,6 +47,10 @@ class RpcClient:
             raise RpcCallError(err.get("code", 0), err.get("message", ""), err.get("data"))
         return reply.get("result")
 
+    def get_proof(self, tx_id: str) -> dict[str, Any]:
+        """evidence.getProof: the self-contained proof of one transaction (unverified)."""
+        return self.call("evidence.getProof", {"tx_id": tx_id})
+
     def _post(self, body: Any) -> Any:
         data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}
@@ -66,3 +70,30 @@ class RpcClient:
             return json.loads(raw) if raw else None
         except ValueError:
             raise RpcTransportError(f"{self.url} did not answer with JSON") from None
+
+
+def verify_attestation(client: RpcClient, sha256_hex: str, genesis: Any) -> list[Any]:
+    """Every attestation of a document hash, each proven locally.
+
+    Asks the node for ``evidence.verify`` and then ``evidence.getProof`` for
+    each record, and verifies every proof here against ``genesis`` (a
+    config.Genesis, or an rpc.verify.Trust): the node is not trusted.  Returns
+    rpc.verify.VerifiedAttestation objects (empty: not attested); raises
+    rpc.verify.ProofError if a proof fails or proves something other than
+    the record it was fetched for (another document, another transaction).
+    """
+    from .verify import ProofError, Trust, trust_from_genesis, verify_proof
+
+    trust = genesis if isinstance(genesis, Trust) else trust_from_genesis(genesis)
+    wanted = sha256_hex.lower()
+    answer = client.call("evidence.verify", {"sha256": wanted})
+    proven = []
+    for record in answer.get("records", []):
+        tx_id = record["tx_id"]
+        result = verify_proof(client.get_proof(tx_id), trust.validators, trust.chain_id,
+                              genesis_hash=trust.genesis_hash)
+        if result.tx_id != tx_id or result.sha256 != wanted:
+            raise ProofError("proof_mismatch", f"the proof served for tx {tx_id} proves "
+                                               f"tx {result.tx_id} of sha256 {result.sha256}")
+        proven.append(result)
+    return proven

@@ -159,7 +159,7 @@ def test_single_validator_is_allowed_and_tolerates_no_fault(genesis_dict):
 
 
 @pytest.mark.parametrize(
-    ("n", "f", "quorum"), [(1, 0, 1), (3, 0, 3), (4, 1, 3), (5, 1, 4), (7, 2, 5)]
+    ("n", "f", "quorum"), [(1, 0, 1), (3, 0, 2), (4, 1, 3), (5, 1, 4), (6, 1, 4), (7, 2, 5)]
 )
 def test_f_and_quorum_follow_validator_count(genesis_dict, n, f, quorum):
     spc = genesis_dict["courts"][0]
@@ -305,3 +305,17 @@ def test_random_valid_trees_round_trip_and_supervision_matches_parents(courts):
         for other in parents:
             expected = other == court["id"] or other in chain
             assert genesis.is_supervisor(other, court["id"]) is expected
+
+
+@pytest.mark.parametrize("n", range(1, 32))
+def test_genesis_quorum_is_the_consensus_quorum(genesis_dict, n):
+    """One rule for quorum sizes: genesis and the consensus core must agree."""
+    from pbftd.core.validators import ValidatorSet
+
+    spc = genesis_dict["courts"][0]
+    extra = [{**genesis_dict["courts"][1], "id": f"p{i}-high", "public_key": f"{100 + i:064x}",
+              "p2p_address": f"127.0.0.1:{9000 + i}"} for i in range(n - 1)]
+    genesis_dict["courts"] = [spc, *extra]
+    genesis = Genesis.from_dict(genesis_dict)
+    vals = ValidatorSet.of([(c.id, bytes.fromhex(c.public_key)) for c in genesis.validators()])
+    assert genesis.quorum == vals.quorum

@@ -1,0 +1,120 @@
+"""Proofs served by a node: evidence.getProof and chain.getHeaders (docs/PROOFS.md).
+
+Pure functions over the chain store: they read the stored block record,
+its commit certificate and the transaction index, and return plain JSON.
+Nothing here is trusted by a verifier; ``rpc.verify`` checks every byte.
+Before answering, the proof is checked for internal consistency (the stored
+transaction is the leaf at its index, the leaves hash to the header's
+transaction root) so a damaged store yields an error, never a bad proof.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .chainstore import ChainStore
+from .core import codec
+from .core.chain import BlockHeader
+from .core.merkle import merkle_path, merkle_root
+
+__all__ = ["HEADERS_PER_CALL_MAX", "PROOF_VERSION", "ProofBuildError", "build_proof",
+           "cert_json", "header_entry", "header_json", "headers"]
+
+PROOF_VERSION = 1
+HEADERS_PER_CALL_MAX = 1_000
+SIZE_MAX = 64 * 1024 * 1024
+HEADER_NAMES = ("chain_id", "height", "prev_hash", "time_ms", "batch_time_ms", "tx_root",
+                "tx_count", "state_root", "proposer", "view")
+
+
+class ProofBuildError(RuntimeError):
+    """The store does not hold a consistent block for a transaction it indexes."""
+
+
+def header_json(header: BlockHeader) -> dict[str, Any]:
+    return {k: (v.hex() if isinstance(v, bytes) else v)
+            for k, v in zip(HEADER_NAMES, header.fields(), strict=True)}
+
+
+def cert_json(envelopes: list[list[bytes]]) -> dict[str, Any]:
+    """A stored commit certificate as JSON: each COMMIT's signed bytes, verbatim,
+    and its signature; (view, seq, digest) are read from the COMMITs."""
+    head: dict[str, Any] = {"view": 0, "seq": 0, "digest": ""}
+    sigs = []
+    for signed, sig in envelopes:
+        _domain, _chain, _type, sender, body = codec.decode(signed, size_max=SIZE_MAX)
+        head = {"view": body["v"], "seq": body["n"], "digest": body["d"].hex()}
+        sigs.append({"validator": sender, "signed_hex": signed.hex(), "sig_hex": sig.hex()})
+    return {**head, "signatures": sigs}
+
+
+def _block_txs(batch_wire: dict[str, Any]) -> list[bytes]:
+    """The block's transaction bytes in order, as Batch.txs() makes them."""
+    out = []
+    for signed, _sig in batch_wire["subs"]:
+        _domain, _chain, _type, origin, body = codec.decode(signed, size_max=SIZE_MAX)
+        for client, rid, payload in body["requests"]:
+            out.append(codec.encode([origin, body["sid"], client, rid, payload]))
+    return out
+
+
+def header_entry(chain: ChainStore, height: int) -> dict[str, Any] | None:
+    """One chain.getHeaders entry: header, block hash, commit certificate."""
+    record = chain.block_record(height)
+    if record is None:
+        return None
+    header = BlockHeader(*record["header"])
+    return {"header": header_json(header), "block_hash": header.hash().hex(),
+            "commit_certificate": cert_json(chain.cert_envelopes(height))}
+
+
+def headers(chain: ChainStore, from_height: int, to_height: int) -> list[dict[str, Any]]:
+    """Headers from_height..to_height that exist (the list stops at the tip)."""
+    if from_height < 1 or to_height < from_height:
+        raise ValueError("need 1 <= from_height <= to_height")
+    if to_height - from_height + 1 > HEADERS_PER_CALL_MAX:
+        raise ValueError(f"at most {HEADERS_PER_CALL_MAX} headers per call")
+    out = []
+    for height in range(from_height, min(to_height, chain.tip().height) + 1):
+        entry = header_entry(chain, height)
+        if entry is None:
+            break
+        out.append(entry)
+    return out
+
+
+def build_proof(chain: ChainStore, genesis: Any, tx_id: bytes) -> dict[str, Any] | None:
+    """The self-contained proof of ``tx_id``, or None if this chain lacks it.
+
+    ``genesis`` is a config.Genesis: it names the chain and the validator set
+    that signed (the proof carries it so a reader sees which keys to trust;
+    the verifier compares it with its own copy).
+    """
+    found = chain.store.get_tx(tx_id)
+    if found is None:
+        return None
+    height, index, tx_bytes = found
+    record = chain.block_record(height)
+    if record is None:
+        raise ProofBuildError(f"tx {tx_id.hex()} indexed at height {height}, no such block")
+    header = BlockHeader(*record["header"])
+    leaves = _block_txs(record["batch"])
+    if (not 0 <= index < len(leaves) or leaves[index] != tx_bytes
+            or merkle_root(leaves) != header.tx_root or len(leaves) != header.tx_count):
+        raise ProofBuildError(f"block {height} does not hold tx {tx_id.hex()} at {index}")
+    origin, sid, client, rid, payload = codec.decode(tx_bytes, size_max=SIZE_MAX)
+    return {
+        "version": PROOF_VERSION,
+        "chain_id": genesis.chain_id,
+        "genesis_hash": genesis.genesis_hash().hex(),
+        "tx": {"origin": origin, "submission": sid, "client": client, "request_id": rid,
+               "payload_hex": payload.hex(), "tx_hex": tx_bytes.hex()},
+        "tx_id": tx_id.hex(),
+        "merkle": {"index": index, "size": len(leaves),
+                   "path": [p.hex() for p in merkle_path(leaves, index)]},
+        "header": header_json(header),
+        "block_hash": header.hash().hex(),
+        "commit_certificate": cert_json(chain.cert_envelopes(height)),
+        "validators": [{"id": c.id, "public_key": bytes.fromhex(c.public_key).hex()}
+                       for c in genesis.validators()],
+    }
