@@ -189,6 +189,44 @@ def _cmd_genesis(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """Exit 0: attested and every proof checks out; 1: not attested; 2: a proof
+    is invalid (the node answered something the validators did not sign)."""
+    from config import ConfigError, load_genesis
+    from rpc.client import RpcCallError, RpcClient, RpcTransportError, verify_attestation
+    from rpc.verify import ProofError
+
+    from .proofcli import format_attestation
+
+    url = args.rpc or _default_rpc()[0]
+    genesis_path = Path(args.genesis) if args.genesis else Path("testnet") / "genesis.json"
+    try:
+        genesis = load_genesis(genesis_path)
+    except (ConfigError, OSError) as exc:
+        raise UsageError(f"cannot use {genesis_path} as the keys to trust: {exc}") from None
+    try:
+        digest = sha256_file(Path(args.file))
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+    print(f"sha256  {digest}")
+    try:
+        proven = verify_attestation(RpcClient(url, timeout_s=30), digest, genesis)
+    except ProofError as exc:
+        print(f"proof invalid: {exc}", file=sys.stderr)
+        return 2
+    except (RpcCallError, RpcTransportError) as exc:
+        raise UsageError(str(exc)) from None
+    if not proven:
+        print("not attested on this chain")
+        return 1
+    for result in proven:
+        print()
+        for line in format_attestation(result, genesis):
+            print(line)
+    print(f"\n{len(proven)} attestation(s), each proven by the validators' signatures")
+    return 0
+
+
 def _cmd_verify_proof(args: argparse.Namespace) -> int:
     from .proofcli import run_verify_proof
 
@@ -281,6 +319,17 @@ def build_parser() -> argparse.ArgumentParser:
     attest.add_argument("--rpc", help="node URL (default: first court of ./testnet)")
     attest.add_argument("--token", help="bearer token (default: that court's admin.token)")
     attest.set_defaults(func=_cmd_attest)
+
+    verify = sub.add_parser(
+        "verify", help="hash a file locally and prove who attested it",
+        description="Hash FILE locally, ask the node for its attestations, fetch each proof "
+                    "and check it here against the genesis keys. Exit 0 attested and proven, "
+                    "1 not attested, 2 a proof is invalid.")
+    verify.add_argument("file", metavar="FILE")
+    verify.add_argument("--rpc", help="node URL (default: first court of ./testnet)")
+    verify.add_argument("--genesis", metavar="GENESIS.json",
+                        help="keys to trust (default: ./testnet/genesis.json)")
+    verify.set_defaults(func=_cmd_verify)
 
     vproof = sub.add_parser(
         "verify-proof", help="check a saved proof offline against a genesis file",
