@@ -10,10 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -21,32 +19,9 @@ from pathlib import Path
 import pytest
 
 from pbftd.testnet import init_testnet
-from rpc.client import RpcCallError, RpcClient, RpcTransportError
+from rpc.client import RpcCallError, RpcClient
 
-
-def _free_base_port() -> int:
-    for base in range(41000, 49000, 10):
-        try:
-            for port in (base, base + 1):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    pytest.skip("no free loopback ports")
-
-
-def _wait_until(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            result = predicate()
-        except (RpcTransportError, RpcCallError, OSError):
-            result = None
-        if result:
-            return result
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
+from .harness import free_base_port, wait_until
 
 
 @pytest.fixture
@@ -54,7 +29,7 @@ def small_disk(tmp_path: Path):
     if os.geteuid() != 0:
         pytest.skip("needs root to mount a tmpfs")
     net = tmp_path / "net"
-    files = init_testnet(net, nodes=1, base_port=_free_base_port())
+    files = init_testnet(net, nodes=1, base_port=free_base_port(2))
     court = files[0]
     data = court.folder / "data"
     data.mkdir()
@@ -88,7 +63,7 @@ def test_disk_full_stops_acks_keeps_reads_and_recovers(small_disk) -> None:
     court, data, proc = small_disk
     token = (court.folder / "admin.token").read_text().strip()
     client = RpcClient(court.rpc_url, token, timeout_s=30)
-    _wait_until(lambda: client.call("node.status"), 30, "the node to answer")
+    wait_until(lambda: client.call("node.status"), 30, "the node to answer")
 
     def attest(i: int) -> dict:
         digest = hashlib.sha256(f"doc-{i}".encode()).hexdigest()
@@ -115,7 +90,7 @@ def test_disk_full_stops_acks_keeps_reads_and_recovers(small_disk) -> None:
     assert refused is not None, "the node kept acknowledging on a full disk"
     assert refused.code == -32010 and "cannot write" in refused.data["reason"]
     assert proc.poll() is None, "the node crashed instead of going read-only"
-    _status, body = _wait_until(lambda: (lambda h: h if h[0] == 503 else None)(
+    _status, body = wait_until(lambda: (lambda h: h if h[0] == 503 else None)(
         _health(court.rpc_url)), 30, "/health to report the node cannot write")
     assert body["read_only"] is True and "space" in (body["read_only_reason"] or "")
     first = acked[0]
@@ -124,7 +99,7 @@ def test_disk_full_stops_acks_keeps_reads_and_recovers(small_disk) -> None:
     assert found["attested"] and found["records"][0]["tx_id"] == first["tx_id"]
 
     filler.unlink()
-    again = _wait_until(lambda: attest(10_000), 60, "writes to work again after freeing space")
+    again = wait_until(lambda: attest(10_000), 60, "writes to work again after freeing space")
     assert again["status"] == "committed"
     assert _health(court.rpc_url)[0] == 200
     for ack in acked:

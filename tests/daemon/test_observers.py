@@ -4,46 +4,21 @@ follows to the same block hash, serves reads, and forwards writes."""
 from __future__ import annotations
 
 import hashlib
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from pbftd.testnet import init_testnet
-from rpc.client import RpcCallError, RpcClient, RpcTransportError
+from rpc.client import RpcClient
 
-
-def _free_base(count: int) -> int:
-    for base in range(52000, 60000, 20):
-        try:
-            for port in range(base, base + 2 * count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    pytest.skip("no free loopback ports")
-
-
-def _wait_until(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            result = predicate()
-        except (RpcTransportError, RpcCallError):
-            result = None
-        if result:
-            return result
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
+from .harness import free_base_port, wait_until
 
 
 @pytest.fixture
 def network(tmp_path: Path):
-    files = init_testnet(tmp_path / "net", nodes=4, observers=1, base_port=_free_base(5))
+    files = init_testnet(tmp_path / "net", nodes=4, observers=1, base_port=free_base_port(10))
     procs = []
     for court in files:
         with open(court.folder / "pbftd.log", "wb") as log:
@@ -65,7 +40,7 @@ def _client(court) -> RpcClient:
 def test_observer_follows_serves_reads_and_forwards_writes(network) -> None:
     validator, observer = _client(network[1]), _client(network[4])
     for c in (validator, observer):
-        _wait_until(lambda c=c: c.call("node.status"), 30, "nodes to answer")
+        wait_until(lambda c=c: c.call("node.status"), 30, "nodes to answer")
     assert observer.call("node.status")["role"] == "observer"
     acked = [validator.call("evidence.attest", {
         "sha256": hashlib.sha256(f"doc{i}".encode()).hexdigest(), "kind": "judgment",
@@ -77,7 +52,7 @@ def test_observer_follows_serves_reads_and_forwards_writes(network) -> None:
         if st["height"] < height:
             return None
         return observer.call("chain.getBlock", {"height": height})["block_hash"]
-    observed = _wait_until(same_block, 30, "the observer to reach the validators' height")
+    observed = wait_until(same_block, 30, "the observer to reach the validators' height")
     assert observed == validator.call("chain.getBlock", {"height": height})["block_hash"]
     found = RpcClient(network[4].rpc_url).call(
         "evidence.verify", {"sha256": hashlib.sha256(b"doc7").hexdigest()})
@@ -87,7 +62,7 @@ def test_observer_follows_serves_reads_and_forwards_writes(network) -> None:
         "sha256": hashlib.sha256(b"from an observer court").hexdigest(), "kind": "ruling",
         "case_no": "(2023)吉01执1号", "wait": True})
     assert via_observer["status"] == "committed"
-    tx = _wait_until(lambda: validator.call("chain.getTx", {"tx_id": via_observer["tx_id"]}),
+    tx = wait_until(lambda: validator.call("chain.getTx", {"tx_id": via_observer["tx_id"]}),
                      30, "the validator to have the observer's transaction")
     assert tx["tx"]["origin"] == network[4].court_id
     assert observer.call("node.status")["view"] == validator.call("node.status")["view"]
