@@ -27,6 +27,7 @@ from .core.messages import Request
 from .daemon import Node
 from .evidence_batch import register_batch_methods
 from .proof_methods import register_proof_methods
+from .rpcedge import edge_options
 
 __all__ = ["build_rpc", "start_rpc"]
 
@@ -162,9 +163,11 @@ def build_rpc(node: Node) -> Any:
         grant = settings.token_for(token)
         return None if grant is None else frozenset(grant.scopes) | {f"client:{grant.name}"}
 
+    edge = edge_options(node, dispatcher)  # events.*, rate limits, /ws (pbftd/rpcedge.py)
     return make_app(dispatcher, node_api=api, metrics=_metrics(node),
                     limits=RpcLimits(body_bytes_max=settings.body_bytes_max,
-                                     request_timeout_ms=settings.request_timeout_ms), auth=auth)
+                                     request_timeout_ms=settings.request_timeout_ms), auth=auth,
+                    **edge)
 
 
 async def start_rpc(node: Node, nursery: trio.Nursery) -> None:

@@ -90,6 +90,9 @@ class NodeRuntime:
         self._waiters: dict[RequestKey, list[CommitWaiter]] = {}
         self.stats: Counter[str] = Counter()
         self.on_commit_latency: Callable[[float], None] | None = None  # ms, for metrics
+        # on_block(height): called after each block is durably stored (event subscribers);
+        # it must not block: it runs on the consensus task.
+        self.on_block: Callable[[int], None] | None = None
         self.started = trio.Event()
         self.log = structlog.get_logger("pbftd").bind(node=replica.me)
 
@@ -251,6 +254,8 @@ class NodeRuntime:
     def _execute(self, action: Execute) -> list[Any]:
         block = self.chain.append(action.batch, action.commits)
         header = block.header
+        if self.on_block is not None:
+            self.on_block(header.height)
         now = self.now_ms()
         self.stats["blocks"] += 1
         self.stats["txs"] += len(block.fresh)

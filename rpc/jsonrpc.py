@@ -81,6 +81,9 @@ class RpcContext:
     scopes: frozenset[str] = frozenset()
     authenticated: bool = False
     peer: str | None = None
+    # The transport's per-connection object for methods that push to the
+    # caller (events.subscribe): a WebSocket session, None over HTTP.
+    session: Any = None
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes or ADMIN_SCOPE in self.scopes

@@ -9,6 +9,7 @@ outcomes to status codes. Routes:
                   status *and* a JSON-RPC error body (id null) so any client
                   can show them: 401 bad token, 405 not POST, 408 body too
                   slow, 413 body too big, 415 not application/json.
+    GET /ws       JSON-RPC over WebSocket, plus subscriptions (rpc/ws.py).
     GET /health   200 {"status": "ok", ...} or 503 when the node says not ok.
     GET /metrics  Prometheus text format 0.0.4.
     anything else 404.
@@ -18,6 +19,11 @@ then declared Content-Length, then the body itself is read against both
 `body_bytes_max` and the `request_timeout_ms` deadline, so an unauthorised or
 oversized request costs no body reading and a slow one cannot hold a task
 open. Responses sent before the body was read end the connection.
+
+Rate limits (rpc/ratelimit.py, when the app has a RateLimiter): a caller whose
+bucket is empty gets 429 before its body is read; once the body is parsed, a
+batch costs its number of calls, and over the limit the answer is 429 with
+`Retry-After` (seconds) and -32005 errors with data {retry_after_ms}.
 
 Authentication: `Authorization: Bearer TOKEN` is passed to the `auth`
 callback, which returns the token's scopes or None (unknown token → 401).
@@ -49,6 +55,16 @@ from .jsonrpc import Dispatcher, RpcContext, encode_response, error_response
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Registry
 from .node_api import NodeApi
+from .ratelimit import (
+    RateLimiter,
+    call_count,
+    error_responses,
+    rate_key,
+    rate_limited_error,
+    retry_after_header,
+)
+from .strict_json import parse_request_body
+from .ws import WsEndpoint, WsLimits
 
 __all__ = ["Auth", "RpcLimits", "hypercorn_config", "make_app", "serve_rpc"]
 
@@ -101,19 +117,36 @@ def _rpc_error(status: int, code: int, message: str | None = None, *, close: boo
 
 def make_app(dispatcher: Dispatcher, *, node_api: NodeApi, metrics: Registry,
              limits: RpcLimits | None = None,
-             auth: Auth) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-    """The ASGI app. Make one per dispatcher: it adds a metrics observer to it."""
-    return _RpcApp(dispatcher, node_api, metrics, limits or RpcLimits(), auth)
+             auth: Auth, rate_limiter: RateLimiter | None = None,
+             ws: WsLimits | None = None) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """The ASGI app. Make one per dispatcher: it adds a metrics observer to it.
+
+    `rate_limiter` None means no rate limits; `ws` None means WsLimits()."""
+    return _RpcApp(dispatcher, node_api, metrics, limits or RpcLimits(), auth,
+                   rate_limiter, ws or WsLimits())
 
 
 class _RpcApp:
     def __init__(self, dispatcher: Dispatcher, node_api: NodeApi, metrics: Registry,
-                 limits: RpcLimits, auth: Auth) -> None:
+                 limits: RpcLimits, auth: Auth, rate_limiter: RateLimiter | None = None,
+                 ws: WsLimits | None = None) -> None:
         self.dispatcher = dispatcher
         self.node_api = node_api
         self.registry = metrics
         self.limits = limits
         self.auth = auth
+        self.rate_limiter = rate_limiter
+        self.ws = WsEndpoint(dispatcher, auth=auth, ws=ws or WsLimits(),
+                             body_bytes_max=limits.body_bytes_max,
+                             request_timeout_ms=limits.request_timeout_ms,
+                             depth_max=limits.depth_max,
+                             string_chars_max=limits.string_chars_max,
+                             rate_limiter=rate_limiter)
+        # serve_rpc gives hypercorn this cap, so it never buffers a larger message
+        self.message_bytes_max = self.ws.frame_bytes_max
+        if rate_limiter is not None:
+            metrics.gauge("pbftd_rpc_rate_limited_total", "calls refused by rate limits",
+                          callback=lambda: rate_limiter.refused)
         self.http_requests = metrics.counter(
             "pbftd_rpc_http_requests_total", "HTTP requests by route and status",
             ("route", "status"))
@@ -134,9 +167,12 @@ class _RpcApp:
             await _lifespan(receive, send)
         elif scope["type"] == "http":
             await self._http(scope, receive, send)
-        elif scope["type"] == "websocket":  # /ws arrives with subscriptions
-            await receive()
-            await send({"type": "websocket.close", "code": 1008})
+        elif scope["type"] == "websocket":
+            if scope["path"] == "/ws":
+                await self.ws(scope, receive, send)
+            else:
+                await receive()
+                await send({"type": "websocket.close", "code": 1008})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -168,6 +204,12 @@ class _RpcApp:
     async def _post_rpc(self, scope: Scope, receive: Receive) -> _Response | None:
         headers = _headers(scope)
         ctx = self._authenticate(headers.get(b"authorization", []), scope.get("client"))
+        key = rate_key(_bearer(headers.get(b"authorization", [])) if ctx and ctx.authenticated
+                       else None, scope.get("client"))
+        if ctx is not None and self.rate_limiter is not None:
+            wait = self.rate_limiter.peek(key)  # an empty bucket costs no body reading
+            if wait is not None:
+                return _too_many(wait, close=True)
         if ctx is None:
             return _rpc_error(401, UNAUTHORIZED, "unauthorized", close=True,
                               headers=[(b"www-authenticate",
@@ -193,6 +235,17 @@ class _RpcApp:
             return too_large
         except _Disconnected:
             return None
+        if self.rate_limiter is not None:
+            try:
+                request = parse_request_body(body, depth_max=self.limits.depth_max,
+                                             string_chars_max=self.limits.string_chars_max,
+                                             batch_len_max=self.dispatcher.batch_len_max)
+            except RpcError:
+                pass  # the dispatcher answers it below
+            else:
+                wait = self.rate_limiter.take(key, call_count(request))
+                if wait is not None:
+                    return _too_many(wait, request=request)
         return await self._dispatch(body, ctx, timeout_s)
 
     async def _dispatch(self, body: bytes, ctx: RpcContext, timeout_s: float) -> _Response:
@@ -232,6 +285,20 @@ class _RpcApp:
     def _metrics(self) -> _Response:
         return _Response(200, self.registry.render().encode("utf-8"),
                          content_type=METRICS_CONTENT_TYPE.encode())
+
+
+def _too_many(wait: float, *, request: Any = None, close: bool = False) -> _Response:
+    """429 with Retry-After and -32005 errors (one per call of a parsed body)."""
+    error = rate_limited_error(wait)
+    value = error_responses(request, error) if request is not None else None
+    body = encode_response(value if value is not None else error_response(None, error))
+    return _Response(429, body, close=close,
+                     headers=[(b"retry-after", retry_after_header(wait))])
+
+
+def _bearer(values: list[bytes]) -> str | None:
+    match = _BEARER.fullmatch(values[0].decode("latin-1")) if len(values) == 1 else None
+    return match.group(1) if match else None
 
 
 def _headers(scope: Scope) -> dict[bytes, list[bytes]]:
@@ -329,6 +396,8 @@ async def serve_rpc(app: Callable[..., Awaitable[None]], host: str, port: int, *
     `read_timeout_s` must exceed the app's request_timeout_ms (see hypercorn_config).
     """
     config = hypercorn_config(host, port, read_timeout_s=read_timeout_s)
+    config.websocket_max_message_size = getattr(app, "message_bytes_max",
+                                                config.websocket_max_message_size)
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(partial(
             hypercorn.trio.serve, app, config, shutdown_trigger=shutdown_trigger, mode="asgi"))

@@ -1,0 +1,278 @@
+"""Chain events for subscribers: events.subscribe / events.unsubscribe over /ws.
+
+Topics:
+- "blocks": one event per block, the header summary
+  {height, block_hash, time_ms, tx_count};
+- "attestations": one event per attestation executed in the block, the
+  record evidence.verify returns plus its sha256 (hex).
+
+Delivery is at least once and in block order. Each subscription is one task
+with one cursor, `next_height`: it reads blocks from the store, at most
+PAGE_BLOCKS at a time, and sends their events; when it reaches the tip it
+waits for the hub's signal. Replay (from_height) and live delivery are the
+same loop, so there is no gap and no reordering between them, and a
+subscriber that falls behind simply reads further back from the store.
+
+The live signal: the runtime calls `EventHub.publish(height)` after each
+block is durably stored. publish only records the height and wakes waiters
+(an Event swap): the consensus task never waits on a subscriber.
+
+A subscriber whose connection does not take frames within the socket's
+stall limit is disconnected (close 1008) with a reason naming the height to
+resubscribe from (the lowest next height of its subscriptions).
+
+Notification shape (a JSON-RPC notification, no id):
+  {"jsonrpc": "2.0", "method": "events.notify",
+   "params": {"subscription": ID, "height": H, "topic": T, "event": {...}}}
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+from rpc.errors import RpcError
+from rpc.jsonrpc import Dispatcher, RpcContext
+
+from . import evidence
+from .chainstore import _iter_requests, _tx_id
+from .core import codec
+from .core.chain import BlockHeader
+
+__all__ = ["PAGE_BLOCKS", "TOPICS", "BlockSource", "ChainEventSource", "EventHub",
+           "register_event_methods"]
+
+TOPICS = ("blocks", "attestations")
+PAGE_BLOCKS = 100
+CACHE_BLOCKS = 256
+CACHE_EVENTS_MAX = 20_000  # also bounded by events: a block can hold 10,000 attestations
+EVENTS_READ = "evidence:read"
+USE_WS = -32006  # application error: this method needs the /ws transport
+SUBSCRIPTIONS_FULL = -32007
+NOT_FOUND = -32004
+HEIGHT_MAX = 2**63 - 1
+
+Event = tuple[str, dict[str, Any]]  # (topic, event)
+
+
+class BlockSource(Protocol):
+    def tip_height(self) -> int: ...
+
+    def events_at(self, height: int) -> list[Event] | None:
+        """The events of block `height` in order (the block first), None if absent."""
+
+
+class ChainEventSource:
+    """Events read from the daemon's ChainStore and the evidence index."""
+
+    def __init__(self, chain: Any) -> None:
+        self.chain = chain
+
+    def tip_height(self) -> int:
+        return int(self.chain.tip().height)
+
+    def events_at(self, height: int) -> list[Event] | None:
+        record = self.chain.block_record(height)
+        if record is None:
+            return None
+        header = BlockHeader(*record["header"])
+        out: list[Event] = [("blocks", {"height": header.height,
+                                        "block_hash": header.hash().hex(),
+                                        "time_ms": header.time_ms,
+                                        "tx_count": header.tx_count})]
+        get_state = self.chain.store.get_state
+        for origin, sid, req in _iter_requests(record["batch"]):
+            body = evidence.parse_payload(req[2])
+            if body is None:
+                continue
+            tx_id = bytes.fromhex(_tx_id(origin, sid, req))
+            # Indexed at this height iff executed here (a replayed request is not).
+            raw = get_state(evidence.INDEX_PREFIX + body["sha256"] + tx_id)
+            if raw is None:
+                continue
+            rec = codec.decode(raw, size_max=4096)
+            if rec["height"] != height:
+                continue
+            out.append(("attestations", {**rec, "tx_id": tx_id.hex(),
+                                         "sha256": body["sha256"].hex()}))
+        return out
+
+
+class EventHub:
+    """The live signal plus a small cache of recent blocks' events."""
+
+    def __init__(self, source: BlockSource, cache_blocks: int = CACHE_BLOCKS,
+                 cache_events_max: int = CACHE_EVENTS_MAX) -> None:
+        self.source = source
+        self._changed = trio.Event()
+        self._cache: OrderedDict[int, list[Event]] = OrderedDict()
+        self._cache_blocks = cache_blocks
+        self._cache_events_max = cache_events_max
+        self._cached_events = 0
+        self.subscriptions = 0  # live ones, for metrics and tests
+
+    def publish(self, height: int) -> None:
+        """A block is durably stored: wake subscribers. Never blocks."""
+        changed, self._changed = self._changed, trio.Event()
+        changed.set()
+
+    def tip_height(self) -> int:
+        return self.source.tip_height()
+
+    async def wait_beyond(self, height: int) -> None:
+        """Return once the tip is above `height`."""
+        while self.source.tip_height() <= height:
+            await self._changed.wait()
+
+    def events_at(self, height: int) -> list[Event] | None:
+        cached = self._cache.get(height)
+        if cached is not None:
+            return cached
+        events = self.source.events_at(height)
+        if events is not None and height > self.source.tip_height() - self._cache_blocks \
+                and len(events) <= self._cache_events_max:
+            self._cache[height] = events  # only recent blocks: live subscribers share them
+            self._cached_events += len(events)
+            while len(self._cache) > self._cache_blocks or \
+                    self._cached_events > self._cache_events_max:
+                self._cached_events -= len(self._cache.popitem(last=False)[1])
+        return events
+
+
+@dataclass
+class Subscription:
+    id: str
+    topics: frozenset[str]
+    next_height: int
+    cancel: trio.CancelScope | None = None
+    delivered: int = field(default=0)
+
+
+def _subs(conn: Any) -> dict[str, Subscription]:
+    return conn.state.setdefault("subscriptions", {})  # type: ignore[no-any-return]
+
+
+def _resume_hint(conn: Any) -> Callable[[], str | None]:
+    def hint() -> str | None:
+        subs = _subs(conn)
+        if not subs:
+            return None
+        return f"resubscribe from_height={min(s.next_height for s in subs.values())}"
+    return hint
+
+
+async def _pump(hub: EventHub, conn: Any, sub: Subscription) -> None:
+    hub.subscriptions += 1
+    try:
+        while True:
+            tip = hub.tip_height()
+            if sub.next_height > tip:
+                await hub.wait_beyond(sub.next_height - 1)
+                continue
+            last = min(tip, sub.next_height + PAGE_BLOCKS - 1)
+            for height in range(sub.next_height, last + 1):
+                events = hub.events_at(height)
+                if events is None:  # the store lost a block it reported: a bug
+                    raise RuntimeError(f"block {height} missing below tip {tip}")
+                for topic, event in events:
+                    if topic in sub.topics:
+                        await conn.notify("events.notify", {
+                            "subscription": sub.id, "height": height, "topic": topic,
+                            "event": event})
+                        sub.delivered += 1
+                sub.next_height = height + 1
+            await trio.lowlevel.checkpoint()
+    finally:
+        hub.subscriptions -= 1
+
+
+SUBSCRIBE_PARAMS: dict[str, Any] = {
+    "type": "object", "required": ["topics"], "additionalProperties": False,
+    "properties": {
+        "topics": {"type": "array", "minItems": 1, "maxItems": len(TOPICS),
+                   "items": {"enum": list(TOPICS)},
+                   "description": "blocks: one event per block (height, block_hash, time_ms, "
+                                  "tx_count); attestations: one per attestation record"},
+        "from_height": {"type": "integer", "minimum": 1, "maximum": HEIGHT_MAX,
+                        "description": "replay from this height (stored blocks first, then "
+                                       "live); omitted: only blocks after the current tip"},
+    },
+}
+SUBSCRIBE_RESULT: dict[str, Any] = {
+    "type": "object", "required": ["subscription", "next_height"],
+    "properties": {
+        "subscription": {"type": "string", "minLength": 1, "maxLength": 64},
+        "next_height": {"type": "integer", "minimum": 1,
+                        "description": "the first height whose events will be delivered"},
+    },
+}
+UNSUBSCRIBE_PARAMS: dict[str, Any] = {
+    "type": "object", "required": ["subscription"], "additionalProperties": False,
+    "properties": {"subscription": {"type": "string", "minLength": 1, "maxLength": 64}},
+}
+UNSUBSCRIBE_RESULT: dict[str, Any] = {
+    "type": "object", "required": ["unsubscribed", "next_height"],
+    "properties": {"unsubscribed": {"const": True},
+                   "next_height": {"type": "integer", "minimum": 1,
+                                   "description": "the first height not delivered"}},
+}
+NOTIFY_DOC = ("Notifications arrive as events.notify with params {subscription, height, "
+              "topic, event}, each event at least once, in block order. A client that "
+              "reconnects resubscribes with from_height = last height seen (or + 1 when "
+              "that height was complete) and dedupes by height.")
+
+
+def register_event_methods(dispatcher: Dispatcher, hub: EventHub, *,
+                           subscriptions_max: int = 16) -> None:
+    def need_ws(ctx: RpcContext) -> Any:
+        session = ctx.session
+        if session is None or not hasattr(session, "start_after_answer"):
+            raise RpcError(USE_WS, "use /ws", {
+                "reason": "subscriptions push notifications: connect a WebSocket to /ws"})
+        return session
+
+    @dispatcher.method(
+        "events.subscribe", scope=EVENTS_READ, params_schema=SUBSCRIBE_PARAMS,
+        result_schema=SUBSCRIBE_RESULT, result_name="subscription",
+        summary="Subscribe to new blocks and attestations (WebSocket /ws only).",
+        description=NOTIFY_DOC,
+        errors=[(USE_WS, "use /ws"), (SUBSCRIPTIONS_FULL, "too many subscriptions")])
+    def subscribe(params: dict[str, Any], ctx: RpcContext) -> dict[str, Any]:
+        session = need_ws(ctx)
+        conn = session.connection
+        subs = _subs(conn)
+        if len(subs) >= subscriptions_max:
+            raise RpcError(SUBSCRIPTIONS_FULL, "too many subscriptions",
+                           {"subscriptions_max": subscriptions_max})
+        conn.resume_hint = _resume_hint(conn)
+        start = params.get("from_height", hub.tip_height() + 1)
+        sub = Subscription(secrets.token_hex(8), frozenset(params["topics"]), start)
+        subs[sub.id] = sub
+
+        async def run() -> None:
+            await _pump(hub, conn, sub)
+        sub.cancel = session.start_after_answer(run)
+        if sub.cancel.cancel_called:  # the connection is closing
+            subs.pop(sub.id, None)
+        return {"subscription": sub.id, "next_height": start}
+
+    @dispatcher.method(
+        "events.unsubscribe", scope=EVENTS_READ, params_schema=UNSUBSCRIBE_PARAMS,
+        result_schema=UNSUBSCRIBE_RESULT, result_name="unsubscribed",
+        summary="Stop a subscription of this connection (WebSocket /ws only).",
+        description="Notifications already queued for it may still arrive.",
+        errors=[(USE_WS, "use /ws"), (NOT_FOUND, "no such subscription")])
+    def unsubscribe(params: dict[str, Any], ctx: RpcContext) -> dict[str, Any]:
+        conn = need_ws(ctx).connection
+        sub = _subs(conn).pop(params["subscription"], None)
+        if sub is None:
+            raise RpcError(NOT_FOUND, "no such subscription",
+                           {"subscription": params["subscription"][:64]})
+        if sub.cancel is not None:
+            sub.cancel.cancel()
+        return {"unsubscribed": True, "next_height": sub.next_height}
