@@ -18,7 +18,7 @@ from .core import codec
 from .core.chain import BlockHeader, ChainTip, ExecutedBlock, RequestKey, Tx, execute_batch
 from .core.messages import Batch, Commit, CommittedBlock, Wire
 
-__all__ = ["ChainStore", "Indexer"]
+__all__ = ["ChainStore", "Indexer", "stored_txs"]
 
 # An application index maintained in the same write batch as the block:
 # (put_state, header, transactions executed now) -> None.
@@ -132,8 +132,7 @@ class ChainStore:
             "header": {k: (v.hex() if isinstance(v, bytes) else v)
                        for k, v in zip(names, header.fields(), strict=True)},
             "block_hash": header.hash().hex(),
-            "tx_ids": [_tx_id(origin, sid, req)
-                       for origin, sid, req in _iter_requests(record["batch"])],
+            "tx_ids": [tx.tx_id.hex() for tx in stored_txs(record["batch"])],
             "commit_certificate": _cert_json(self.cert_envelopes(height)),
         }
 
@@ -148,17 +147,18 @@ class ChainStore:
                        "request_id": rid, "payload_hex": payload.hex()}}
 
 
-def _iter_requests(batch_wire: Mapping[str, Any]) -> Iterable[tuple[str, int, list[Any]]]:
+def stored_txs(batch_wire: Mapping[str, Any]) -> list[Tx]:
+    """The transactions of a stored batch, in order.
+
+    Stored batches were fully checked when committed, so their submissions
+    are decoded here without verifying signatures again.
+    """
+    out = []
     for env in batch_wire["subs"]:
         _domain, _chain, _type, origin, body = codec.decode(env[0], size_max=SIZE_MAX)
-        for req in body["requests"]:
-            yield origin, body["sid"], req
-
-
-def _tx_id(origin: str, sid: int, req: list[Any]) -> str:
-    from .core.crypto import sha256
-
-    return sha256(codec.encode([origin, sid, *req])).hex()
+        out += [Tx(origin, body["sid"], client, rid, payload)
+                for client, rid, payload in body["requests"]]
+    return out
 
 
 def _cert_json(envelopes: list[list[bytes]]) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from rpc.errors import RpcError
 from rpc.jsonrpc import Dispatcher, RpcContext
 
 from . import evidence
-from .chainstore import _iter_requests, _tx_id
+from .chainstore import stored_txs
 from .core import codec
 from .core.chain import BlockHeader
 
@@ -86,11 +86,11 @@ class ChainEventSource:
                                         "time_ms": header.time_ms,
                                         "tx_count": header.tx_count})]
         get_state = self.chain.store.get_state
-        for origin, sid, req in _iter_requests(record["batch"]):
-            body = evidence.parse_payload(req[2])
+        for tx in stored_txs(record["batch"]):
+            body = evidence.parse_payload(tx.payload)
             if body is None:
                 continue
-            tx_id = bytes.fromhex(_tx_id(origin, sid, req))
+            tx_id = tx.tx_id
             # Indexed at this height iff executed here (a replayed request is not).
             raw = get_state(evidence.INDEX_PREFIX + body["sha256"] + tx_id)
             if raw is None:

@@ -18,8 +18,7 @@ import trio
 from rpc.jsonrpc import Dispatcher, RpcContext
 
 from . import evidence
-from .core import codec
-from .core.crypto import sha256
+from .core.chain import Tx
 from .core.messages import Request
 from .daemon import Node
 
@@ -107,8 +106,8 @@ def register_batch_methods(dispatcher: Dispatcher, node: Node, client_of: Any) -
                     results[i] = {"error": {"code": UNAVAILABLE, "message": "not accepted",
                                             "data": {"reason": waiter.error, "index": i}}}
                 else:
-                    tx = codec.encode([court, waiter.sid, req.client, req.rid, req.payload])
-                    results[i] = {"tx_id": sha256(tx).hex(), "status": "pending"}
+                    tx = Tx(court, waiter.sid, req.client, req.rid, req.payload)
+                    results[i] = {"tx_id": tx.tx_id.hex(), "status": "pending"}
         if params.get("wait") and waiters:
             with trio.move_on_after(timeout_s):
                 for _chunk, waiter in waiters:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .chainstore import ChainStore
+from .chainstore import ChainStore, stored_txs
 from .core import codec
 from .core.chain import BlockHeader
 from .core.merkle import merkle_path, merkle_root
@@ -50,12 +50,7 @@ def cert_json(envelopes: list[list[bytes]]) -> dict[str, Any]:
 
 def _block_txs(batch_wire: dict[str, Any]) -> list[bytes]:
     """The block's transaction bytes in order, as Batch.txs() makes them."""
-    out = []
-    for signed, _sig in batch_wire["subs"]:
-        _domain, _chain, _type, origin, body = codec.decode(signed, size_max=SIZE_MAX)
-        for client, rid, payload in body["requests"]:
-            out.append(codec.encode([origin, body["sid"], client, rid, payload]))
-    return out
+    return [tx.encode() for tx in stored_txs(batch_wire)]
 
 
 def header_entry(chain: ChainStore, height: int) -> dict[str, Any] | None:

@@ -21,8 +21,7 @@ from rpc.server import RpcLimits, make_app, serve_rpc
 
 from . import evidence
 from .api import DaemonApi
-from .core import codec
-from .core.crypto import sha256
+from .core.chain import Tx
 from .core.messages import Request
 from .daemon import Node
 from .evidence_batch import register_batch_methods
@@ -93,7 +92,7 @@ def register_evidence_methods(dispatcher: Dispatcher, node: Node) -> None:
         await waiter.accepted.wait()
         if waiter.error:
             raise RpcError(UNAVAILABLE, "not accepted", {"reason": waiter.error})
-        tx_id = sha256(codec.encode([node.court.id, waiter.sid, client, rid, payload]))
+        tx_id = Tx(node.court.id, waiter.sid, client, rid, payload).tx_id
         if not params.get("wait"):
             return {"tx_id": tx_id.hex(), "status": "pending"}
         with trio.move_on_after(timeout_s):

@@ -24,7 +24,7 @@ from typing import Any
 from . import codec
 from .crypto import sha256
 from .merkle import merkle_root
-from .messages import DOMAIN, Batch, batch_digest
+from .messages import DOMAIN, Batch, batch_digest, encode_tx
 
 __all__ = ["BlockHeader", "ChainTip", "ExecutedBlock", "Tx", "execute_batch"]
 
@@ -44,7 +44,7 @@ class Tx:
         return (self.origin, self.client, self.rid)
 
     def encode(self) -> bytes:
-        return codec.encode([self.origin, self.sid, self.client, self.rid, self.payload])
+        return encode_tx(self.origin, self.sid, self.client, self.rid, self.payload)
 
     @property
     def tx_id(self) -> bytes:

@@ -252,11 +252,8 @@ class Batch:
 
     def txs(self) -> list[bytes]:
         """Canonical transaction bytes, in execution order."""
-        return [
-            codec.encode([s.sender, s.sid, r.client, r.rid, r.payload])
-            for s in self.subs
-            for r in s.requests
-        ]
+        return [encode_tx(s.sender, s.sid, r.client, r.rid, r.payload)
+                for s in self.subs for r in s.requests]
 
     def request_count(self) -> int:
         return sum(len(s.requests) for s in self.subs)
@@ -289,6 +286,11 @@ class Batch:
         if len({s.key for s in subs}) != len(subs):
             raise ProtocolError("bad_field", "batch repeats a submission")
         return batch
+
+
+def encode_tx(origin: str, sid: int, client: str, rid: str, payload: bytes) -> bytes:
+    """The one encoding of a transaction: Merkle leaf and tx id preimage."""
+    return codec.encode([origin, sid, client, rid, payload])
 
 
 def batch_digest(chain_id: str, seq: int, view: int, proposer: str, time_ms: int,
