@@ -199,6 +199,16 @@ class _RpcApp:
                 return _Response(405, b'{"error":"method not allowed"}',
                                  headers=[(b"allow", b"GET")])
             return self._health() if path == "/health" else self._metrics()
+        # --- static pages (rpc/pages.py: GET /verify) -- begin ---
+        from .pages import EXTRA_HEADERS, PAGES
+        if path in PAGES:
+            if method != "GET":
+                return _Response(405, b'{"error":"method not allowed"}',
+                                 headers=[(b"allow", b"GET")])
+            content_type, body = PAGES[path]
+            return _Response(200, body, content_type=content_type.encode(),
+                             headers=list(EXTRA_HEADERS))
+        # --- static pages -- end ---
         return _Response(404, b'{"error":"not found"}')
 
     async def _post_rpc(self, scope: Scope, receive: Receive) -> _Response | None:
