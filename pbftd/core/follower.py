@@ -46,7 +46,7 @@ from .messages import (
     Submit,
     Wire,
 )
-from .replica import ExecutedTip
+from .replica import ExecutedTip, serve_fetch
 from .validators import ValidatorSet
 
 __all__ = ["Follower", "FollowerConfig"]
@@ -166,10 +166,8 @@ class Follower:
     # ------------------------------------------------------------ handlers
 
     def _on_fetch(self, m: Fetch) -> list[Action]:
-        if m.from_seq > self.executed:
-            return []
-        hi = min(m.to_seq, self.executed, m.from_seq + self.cfg.limits.blocks_per_reply_max - 1)
-        return [ServeBlocks(m.sender, m.from_seq, hi, self.stable_proof)]
+        return serve_fetch(m, self.executed, self.cfg.limits.blocks_per_reply_max,
+                           self.stable_proof)
 
     def _on_blocks(self, m: Blocks, now_ms: int) -> list[Action]:
         if m.checkpoint_proof:

@@ -94,7 +94,7 @@ from .messages import (
 )
 from .validators import ValidatorSet
 
-__all__ = ["ExecutedTip", "Replica", "ReplicaConfig"]
+__all__ = ["ExecutedTip", "Replica", "ReplicaConfig", "serve_fetch"]
 
 SubKey = tuple[str, int]
 
@@ -139,6 +139,16 @@ class ExecutedTip:
     height: int
     block_hash: bytes
     time_ms: int
+
+
+def serve_fetch(m: Fetch, executed: int, blocks_max: int,
+                proof: tuple[Checkpoint, ...]) -> list[Action]:
+    """Answer a FETCH from what we executed: at most ``blocks_max`` blocks,
+    with our stable checkpoint proof so the asker can move its watermark."""
+    if m.from_seq > executed:
+        return []
+    hi = min(m.to_seq, executed, m.from_seq + blocks_max - 1)
+    return [ServeBlocks(m.sender, m.from_seq, hi, proof)]
 
 
 class _Entry:
@@ -950,10 +960,8 @@ class Replica:
         return self._maybe_fetch(now_ms)
 
     def _on_fetch(self, m: Fetch, _extra: Any, _now_ms: int) -> list[Action]:
-        if m.from_seq > self.executed:
-            return []
-        hi = min(m.to_seq, self.executed, m.from_seq + self.cfg.limits.blocks_per_reply_max - 1)
-        return [ServeBlocks(m.sender, m.from_seq, hi, self.stable_proof)]
+        return serve_fetch(m, self.executed, self.cfg.limits.blocks_per_reply_max,
+                           self.stable_proof)
 
     def _on_blocks(self, m: Blocks, extra: Any, now_ms: int) -> list[Action]:
         msg = m.with_extra(extra, self.wire)

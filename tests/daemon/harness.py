@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,6 +205,18 @@ class Cluster:
 
     def resume(self, court_id: str) -> None:
         self.procs[court_id].send_signal(signal.SIGCONT)
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, directory: Path, nodes: int = 4) -> Iterator[Cluster]:
+        """A fresh testnet of ``nodes`` courts, started and ready; killed after."""
+        cluster = cls.create(directory, nodes=nodes)
+        try:
+            cluster.start_all()
+            cluster.wait_ready()
+            yield cluster
+        finally:
+            cluster.close()
 
     def close(self) -> None:
         """SIGKILL every daemon this cluster started that is still alive."""

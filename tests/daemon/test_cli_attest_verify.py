@@ -12,13 +12,8 @@ from .harness import Cluster
 
 @pytest.fixture
 def cluster(tmp_path: Path):
-    c = Cluster.create(tmp_path / "testnet", nodes=4)
-    try:
-        c.start_all()
-        c.wait_ready()
+    with Cluster.running(tmp_path / "testnet", nodes=4) as c:
         yield c
-    finally:
-        c.close()
 
 
 def _pbftd(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

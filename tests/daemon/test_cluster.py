@@ -29,13 +29,8 @@ CATCH_UP_DEADLINE_S = 40
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster.create(tmp_path_factory.mktemp("daemon") / "testnet")
-    try:
-        c.start_all()
-        c.wait_ready()
+    with Cluster.running(tmp_path_factory.mktemp("daemon") / "testnet") as c:
         yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture(autouse=True)

@@ -28,13 +28,8 @@ def _validator() -> jsonschema.Draft7Validator:
 
 @pytest.fixture
 def node(tmp_path: Path):
-    c = Cluster.create(tmp_path / "testnet", nodes=1)
-    try:
-        c.start_all()
-        c.wait_ready()
+    with Cluster.running(tmp_path / "testnet", nodes=1) as c:
         yield c
-    finally:
-        c.close()
 
 
 def test_rpc_discover_is_a_valid_openrpc_document(node) -> None:

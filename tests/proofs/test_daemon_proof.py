@@ -17,13 +17,8 @@ from tests.daemon.harness import PYTHON, Cluster, random_sha256
 
 @pytest.fixture
 def cluster(tmp_path: Path):
-    c = Cluster.create(tmp_path / "testnet", nodes=1)
-    try:
-        c.start_all()
-        c.wait_ready()
+    with Cluster.running(tmp_path / "testnet", nodes=1) as c:
         yield c
-    finally:
-        c.close()
 
 
 def test_proof_from_a_running_node_verifies_offline(cluster: Cluster, tmp_path: Path) -> None:
