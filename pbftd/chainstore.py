@@ -67,6 +67,16 @@ class ChainStore:
         height, tx_id = codec.decode(raw, size_max=SIZE_MAX)
         return height, tx_id
 
+    def put_checkpoint_proof(self, seq: int, envelopes: list[list[bytes]]) -> None:
+        """Keep a stable checkpoint's certificate (q signed block hashes) for
+        good: served with headers, it certifies a whole header, state root
+        included, and through prev_hash every header before it."""
+        self.store.put_meta_sync(f"ckproof/{seq:020d}", codec.encode(envelopes))
+
+    def checkpoint_proof(self, seq: int) -> list[list[bytes]] | None:
+        raw = self.store.get_meta(f"ckproof/{seq:020d}")
+        return None if raw is None else codec.decode(raw, size_max=SIZE_MAX)
+
     def consensus_records(self) -> dict[str, bytes]:
         return dict(self.store.iter_consensus())
 

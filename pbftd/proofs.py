@@ -59,8 +59,18 @@ def header_entry(chain: ChainStore, height: int) -> dict[str, Any] | None:
     if record is None:
         return None
     header = BlockHeader(*record["header"])
-    return {"header": header_json(header), "block_hash": header.hash().hex(),
-            "commit_certificate": cert_json(chain.cert_envelopes(height))}
+    entry = {"header": header_json(header), "block_hash": header.hash().hex(),
+             "commit_certificate": cert_json(chain.cert_envelopes(height))}
+    checkpoint = chain.checkpoint_proof(height)
+    if checkpoint:
+        entry["checkpoint"] = {"seq": height, "block_hash": entry["block_hash"],
+                               "signatures": [{"validator": _signer(s), "signed_hex": s.hex(),
+                                               "sig_hex": sig.hex()} for s, sig in checkpoint]}
+    return entry
+
+
+def _signer(signed: bytes) -> str:
+    return codec.decode(signed, size_max=SIZE_MAX)[3]
 
 
 def headers(chain: ChainStore, from_height: int, to_height: int) -> list[dict[str, Any]]:

@@ -80,6 +80,7 @@ class NodeRuntime:
         self._make_replica = make_replica
         self._recover_interval_s = recover_interval_s
         self.read_only_reason: str | None = None
+        self._archived_checkpoint = 0
         self.chain = chain
         self.mesh = mesh
         self._clock = clock
@@ -243,6 +244,14 @@ class NodeRuntime:
                 self._note(action)
         if puts:
             self._flush(puts)
+        self._archive_checkpoint()
+
+    def _archive_checkpoint(self) -> None:
+        """Store each new stable checkpoint certificate (see ChainStore)."""
+        seq, proof = self.replica.stable_seq, self.replica.stable_proof
+        if seq > self._archived_checkpoint and proof and seq <= self.chain.tip().height:
+            self.chain.put_checkpoint_proof(seq, [c.env.to_wire() for c in proof])
+            self._archived_checkpoint = seq
 
     def _flush(self, puts: dict[str, bytes | None]) -> None:
         started = time.perf_counter()

@@ -108,11 +108,24 @@ CERT_SCHEMA = _obj({
     })},
 }, "the commit certificate: COMMITs of a quorum of validators for the batch digest")
 
+CHECKPOINT_SCHEMA = _obj({
+    "seq": {**_U64, "minimum": 1},
+    "block_hash": _HEX64,
+    "signatures": {"type": "array", "maxItems": SIGNATURES_MAX, "items": _obj({
+        "validator": _ID,
+        "signed_hex": _hex(SIGNED_BYTES_MAX, "the signed CHECKPOINT bytes, verbatim"),
+        "sig_hex": {"type": "string", "pattern": "^[0-9a-f]{128}$",
+                    "description": "Ed25519 signature, lowercase hex"},
+    })},
+}, "a stable checkpoint: CHECKPOINTs of a quorum of validators for this block's hash")
+
 HEADER_ENTRY_SCHEMA = _obj({
     "header": HEADER_SCHEMA,
     "block_hash": _HEX64,
     "commit_certificate": CERT_SCHEMA,
 })
+# Present at checkpoint heights: certifies the whole header (state_root included).
+HEADER_ENTRY_SCHEMA["properties"]["checkpoint"] = CHECKPOINT_SCHEMA
 
 PROOF_SCHEMA = _obj({
     "version": {"const": PROOF_VERSION},
@@ -231,8 +244,31 @@ def check_commit_certificate(cert: Mapping[str, Any], header: BlockHeader,
         raise _fail("batch_digest_mismatch",
                     "certificate digest is not the header's batch digest "
                     "(chain_id, height, view, proposer, batch_time_ms, tx_root)")
+    body = {"v": cert["view"], "n": cert["seq"], "d": digest}
+    return _check_quorum_signatures(cert["signatures"], header.chain_id, "commit", body, vals,
+                                    verifier)
+
+
+def check_checkpoint_certificate(ckpt: Mapping[str, Any], header: BlockHeader,
+                                 vals: ValidatorSet, verifier: Verifier | None = None
+                                 ) -> tuple[str, ...]:
+    """A quorum of trusted validators signed CHECKPOINT(height, hash of this header):
+    every header field, state_root included, is then certified."""
+    block_hash = header.hash()
+    if ckpt["seq"] != header.height or ckpt["block_hash"] != block_hash.hex():
+        raise _fail("checkpoint_mismatch", "checkpoint is not for this header's height and hash")
+    return _check_quorum_signatures(ckpt["signatures"], header.chain_id, "checkpoint",
+                                    {"n": header.height, "h": block_hash}, vals,
+                                    verifier or Verifier())
+
+
+def _check_quorum_signatures(signatures: Sequence[Mapping[str, Any]], chain_id: str,
+                             kind: str, body: Mapping[str, Any], vals: ValidatorSet,
+                             verifier: Verifier) -> tuple[str, ...]:
+    """Each entry signs exactly [DOMAIN, chain_id, kind, validator, body], by a
+    distinct trusted validator, with a valid signature; at least quorum of them."""
     seen: list[str] = []
-    for i, entry in enumerate(cert["signatures"]):
+    for i, entry in enumerate(signatures):
         who = entry["validator"]
         where = f"signatures[{i}] ({who})"
         if who not in vals:
@@ -244,13 +280,11 @@ def check_commit_certificate(cert: Mapping[str, Any], header: BlockHeader,
         try:
             value = codec.decode(signed, size_max=SIGNED_BYTES_MAX)
         except codec.DecodeError as exc:
-            raise _fail("bad_commit_encoding", f"{where}: signed bytes: {exc}") from None
-        expected = [DOMAIN, header.chain_id, "commit", who,
-                    {"v": cert["view"], "n": cert["seq"], "d": digest}]
-        if value != expected or _has_bool(value):
-            raise _fail("commit_mismatch",
-                        f"{where}: signed bytes are not [\"{DOMAIN}\", chain_id, \"commit\", "
-                        "validator, {v, n, d}] for this certificate")
+            raise _fail(f"bad_{kind}_encoding", f"{where}: signed bytes: {exc}") from None
+        if value != [DOMAIN, chain_id, kind, who, dict(body)] or _has_bool(value):
+            raise _fail(f"{kind}_mismatch",
+                        f"{where}: signed bytes are not [\"{DOMAIN}\", chain_id, \"{kind}\", "
+                        f"validator, {{{', '.join(body)}}}] for this certificate")
         if not verifier.verify(vals.key(who), signed, bytes.fromhex(entry["sig_hex"])):
             raise _fail("bad_signature", f"{where}: Ed25519 signature does not verify")
     if len(seen) < vals.quorum:
@@ -408,6 +442,9 @@ class HeaderChain:
         self.tip_hash = trust.genesis_hash
         self.tip_time_ms = trust.genesis_time_ms
         self.hashes: dict[int, bytes] = {}
+        # Headers up to here are certified in full (state_root too): a stable
+        # checkpoint signs a block hash, and prev_hash links reach back.
+        self.certified_height = 0
         self._verifier = Verifier()
 
     def extend(self, entries: Sequence[Any]) -> int:
@@ -435,6 +472,10 @@ class HeaderChain:
                                                    "the header")
             check_commit_certificate(entry["commit_certificate"], header, self.vals,
                                      self._verifier)
+            if "checkpoint" in entry:
+                check_checkpoint_certificate(entry["checkpoint"], header, self.vals,
+                                             self._verifier)
+                self.certified_height = header.height
             self.height, self.tip_hash, self.tip_time_ms = (header.height, block_hash,
                                                             header.time_ms)
             self.hashes[header.height] = block_hash
