@@ -340,6 +340,24 @@ def build_parser() -> argparse.ArgumentParser:
     vproof.add_argument("--genesis", required=True, metavar="GENESIS.json",
                         help="the chain's genesis file: the keys to trust")
     vproof.set_defaults(func=_cmd_verify_proof)
+
+    # --- pbftd bench (pbftd/bench/, issue 6) -- begin ---
+    def _cmd_bench(args: argparse.Namespace) -> int:
+        from .bench.command import OptionError, run_command
+
+        try:
+            return run_command(args)
+        except OptionError as exc:
+            raise UsageError(str(exc)) from None
+
+    from .bench.command import DESCRIPTION as _BENCH_DESCRIPTION
+    from .bench.command import add_arguments as _add_bench_arguments
+
+    bench = sub.add_parser("bench", help="measure throughput and commit latency",
+                           description=_BENCH_DESCRIPTION)
+    _add_bench_arguments(bench)
+    bench.set_defaults(func=_cmd_bench)
+    # --- pbftd bench -- end ---
     return parser
 
 

@@ -1,0 +1,101 @@
+"""``pbftd bench`` settings and their checks (one-line messages for the CLI)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..evidence_batch import ITEMS_MAX
+from .http import split_url
+
+__all__ = ["MODES", "VALIDATOR_COUNTS", "BenchOptions", "OptionError"]
+
+MODES = ("attest", "batch", "open", "mixed")
+VALIDATOR_COUNTS = (4, 7, 10)
+DEFAULT_CLIENTS = {"attest": 64, "batch": 8, "open": 256, "mixed": 64}
+
+
+class OptionError(ValueError):
+    """A bad combination of bench options; the message is one line."""
+
+
+@dataclass
+class BenchOptions:
+    mode: str = "batch"
+    validators: int = 4
+    observers: int = 0
+    rpc: list[str] = field(default_factory=list)  # empty: start a local cluster
+    tokens: list[str] = field(default_factory=list)
+    clients: int | None = None  # None: DEFAULT_CLIENTS[mode]
+    batch_size: int = 1000
+    rate: float | None = None  # open loop, attestations/s
+    read_ratio: float = 0.5  # mixed: share of calls that are evidence.verify
+    duration_s: float = 30.0
+    warmup_s: float = 5.0
+    title_chars: int = 0  # optional title per attestation (payload size)
+    call_timeout_s: float = 60.0
+    keep_dir: str | None = None  # local cluster: keep its directory here
+    stop_grace_s: float = 15.0
+
+    @property
+    def local(self) -> bool:
+        return not self.rpc
+
+    def check(self) -> BenchOptions:
+        """Fill defaults and raise OptionError on the first problem."""
+        if self.mode not in MODES:
+            raise OptionError(f"--mode must be one of {', '.join(MODES)}")
+        if self.local:
+            if self.validators not in VALIDATOR_COUNTS:
+                raise OptionError("--validators must be 4, 7 or 10")
+            if self.observers < 0:
+                raise OptionError("--observers must not be negative")
+            if self.tokens:
+                raise OptionError("--token is only for --rpc targets")
+        else:
+            for url in self.rpc:
+                try:
+                    split_url(url)
+                except ValueError as exc:
+                    raise OptionError(f"--rpc: {exc}") from None
+            if not self.tokens:
+                raise OptionError("--rpc targets need --token (once, or once per --rpc)")
+            if len(self.tokens) not in (1, len(self.rpc)):
+                raise OptionError(f"give one --token or one per --rpc ({len(self.rpc)}), "
+                                  f"not {len(self.tokens)}")
+            if self.keep_dir:
+                raise OptionError("--keep-dir is only for a local cluster")
+        if self.clients is None:
+            self.clients = DEFAULT_CLIENTS[self.mode]
+        if not 1 <= self.clients <= 4096:
+            raise OptionError("--clients must be between 1 and 4096")
+        if self.mode == "open":
+            if self.rate is None:
+                raise OptionError("--mode open needs --rate (attestations/s)")
+            if not self.rate > 0:
+                raise OptionError("--rate must be positive")
+        elif self.rate is not None:
+            raise OptionError("--rate is only for --mode open")
+        if not 1 <= self.batch_size <= ITEMS_MAX:
+            raise OptionError(f"--batch-size must be between 1 and {ITEMS_MAX}")
+        if not 0.0 <= self.read_ratio < 1.0:
+            raise OptionError("--read-ratio must be at least 0 and below 1")
+        if not self.duration_s > 0:
+            raise OptionError("--duration must be positive")
+        if not self.warmup_s >= 0:
+            raise OptionError("--warmup must not be negative")
+        if not 0 <= self.title_chars <= 200:
+            raise OptionError("--title-chars must be between 0 and 200")
+        if not self.call_timeout_s > 0:
+            raise OptionError("--call-timeout must be positive")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["tokens"] = len(self.tokens)  # never write a credential into a report
+        out["local"] = self.local
+        if self.mode != "batch":
+            out.pop("batch_size")
+        if self.mode != "mixed":
+            out.pop("read_ratio")
+        return out

@@ -1,0 +1,93 @@
+"""CI smoke of ``pbftd bench``: it completes and reports sane fields.
+
+No timing assertion here (the machine is shared and noisy); the figures
+themselves are for docs/PERFORMANCE.md.  Each run starts and stops its own
+4-validator cluster; afterwards none of its daemons may still be running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(180)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _bench(tmp_path: Path, *args: str, timeout_s: float = 120) -> tuple[dict, str]:
+    out = tmp_path / "out.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pbftd.cli", "bench", "--validators", "4", *args,
+         "--json", str(out)], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=timeout_s)
+    assert proc.returncode == 0, f"bench failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    return json.loads(out.read_text()), proc.stdout
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _check_common(report: dict, stdout: str) -> None:
+    assert report["committed"] > 0
+    assert report["throughput_per_s"] > 0
+    lat = report["latency_ms"]
+    assert lat["count"] > 0
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert isinstance(report["errors"], dict)
+    assert report["view_changes"]["total"] >= 0
+    nodes = report["nodes"]
+    assert len(nodes) == 4
+    for node in nodes:
+        assert node["pid"] > 0
+        assert node["cpu_seconds"] >= 0
+        assert node["rss_peak_mb"] > 0
+        assert node["height_after"] >= node["height_before"]
+        assert not _alive(node["pid"]), f"daemon {node['pid']} still running after bench"
+    assert report["config"]["tokens"] == 0  # no credential in the report
+    assert "committed" in stdout and "latency" in stdout
+
+
+def test_batch_smoke(tmp_path: Path) -> None:
+    report, stdout = _bench(tmp_path, "--mode", "batch", "--batch-size", "200",
+                            "--duration", "5", "--warmup", "1")
+    _check_common(report, stdout)
+    assert report["config"]["mode"] == "batch"
+    assert report["config"]["batch_size"] == 200
+    assert report["latency_unit"] == "batch call"
+
+
+def test_open_loop_smoke(tmp_path: Path) -> None:
+    report, stdout = _bench(tmp_path, "--mode", "open", "--rate", "50", "--duration", "3",
+                            "--warmup", "1")
+    _check_common(report, stdout)
+    ol = report["open_loop"]
+    assert ol["scheduled"] > 0
+    assert 0 <= ol["late"] <= ol["scheduled"]
+    assert ol["max_send_lag_ms"] >= 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mode", "open"], "--mode open needs --rate"),
+    (["--mode", "open", "--rate", "0"], "--rate must be positive"),
+    (["--validators", "5"], "--validators must be 4, 7 or 10"),
+    (["--duration", "-1"], "--duration must be positive"),
+    (["--rpc", "http://127.0.0.1:1/"], "need --token"),
+])
+def test_bad_arguments_one_line(args: list[str], message: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pbftd.cli", "bench", *args],
+                          capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
