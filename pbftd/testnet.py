@@ -11,7 +11,9 @@ SIGSTOP and restarts in tests act on real processes.
 from __future__ import annotations
 
 import json
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +23,7 @@ from pathlib import Path
 from config import Genesis, generate_key_file, generate_token, public_key_hex
 from config.secret_files import write_secret_file
 
-__all__ = ["CourtFiles", "init_testnet", "testnet_courts", "up_testnet"]
+__all__ = ["CourtFiles", "free_base_port", "init_testnet", "testnet_courts", "up_testnet"]
 
 TIER_NAMES = [
     ("supreme", "spc", "最高人民法院"),
@@ -55,6 +57,27 @@ def _plan(nodes: int) -> list[tuple[str, str, str, str | None]]:
         plan.append((court_id, name, tier, parent))
         latest[tier] = court_id
     return plan
+
+
+def free_base_port(count: int, tries: int = 200) -> int:
+    """A base port such that base..base+count-1 all bind on 127.0.0.1 now
+    (for bench runs and tests that start testnets beside others)."""
+    rng = random.Random()
+    for _ in range(tries):
+        base = rng.randrange(30000, 50000 - count)
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {count} consecutive free loopback ports found")
 
 
 def init_testnet(directory: Path, nodes: int = 4, base_port: int = 26650,

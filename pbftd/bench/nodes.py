@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..testnet import init_testnet
+from ..testnet import free_base_port, init_testnet
 
 __all__ = ["LocalCluster", "ProcSample", "Target", "free_base_port", "metric_value",
            "proc_sample"]
@@ -78,26 +76,6 @@ def metric_value(text: str, name: str) -> float | None:
             except ValueError:
                 return None
     return None
-
-
-def free_base_port(count: int, tries: int = 200) -> int:
-    """A base port such that base..base+count-1 all bind on 127.0.0.1 now."""
-    rng = random.Random()
-    for _ in range(tries):
-        base = rng.randrange(30000, 50000 - count)
-        socks: list[socket.socket] = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no {count} consecutive free loopback ports found")
 
 
 class LocalCluster:

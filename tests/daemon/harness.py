@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pbftd.testnet import CourtFiles, init_testnet
+from pbftd.testnet import CourtFiles, free_base_port, init_testnet
 from rpc.client import RpcCallError, RpcClient, RpcTransportError
 
 PYTHON = sys.executable
@@ -56,26 +54,6 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any
             detail = f" (last error: {last_error})" if last_error else ""
             raise WaitTimeout(f"timed out after {timeout_s:.0f}s waiting for {what}{detail}")
         time.sleep(POLL_S)
-
-
-def free_base_port(count: int, tries: int = 200) -> int:
-    """A base port such that base..base+count-1 all bind on 127.0.0.1 now."""
-    rng = random.Random()
-    for _ in range(tries):
-        base = rng.randrange(30000, 50000 - count)
-        socks: list[socket.socket] = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no {count} consecutive free ports found")
 
 
 def random_sha256() -> str:
