@@ -127,9 +127,7 @@ class Follower:
 
     def on_message(self, sender: str, frame: bytes, now_ms: int) -> list[Action]:
         try:
-            msg, extra = self.wire.open(frame)
-            if msg.sender != sender:
-                raise ProtocolError("sender_mismatch", f"{msg.sender} via {sender}")
+            msg, extra = self.wire.open_from(sender, frame)
             if isinstance(msg, Blocks):
                 return self._on_blocks(msg.with_extra(extra, self.wire), now_ms)
             if isinstance(msg, Fetch):

@@ -596,6 +596,14 @@ class Wire:
             raise ProtocolError("bad_frame", f"{msg.TYPE} carries no extra data")
         return msg, value[2]
 
+    def open_from(self, peer: str, frame: bytes) -> tuple[Message, Any]:
+        """``open`` a frame that arrived on the authenticated link to ``peer``:
+        its signer must be that peer, or someone is relaying in another's name."""
+        msg, extra = self.open(frame)
+        if msg.sender != peer:
+            raise ProtocolError("sender_mismatch", f"{msg.sender} via {peer}")
+        return msg, extra
+
     def open_envelope(self, raw: Any, expected: type[Message] | None) -> Message:
         if type(raw) is not list or len(raw) != 2:
             raise ProtocolError("bad_envelope", "envelope must be [signed, sig]")

@@ -287,9 +287,7 @@ class Replica:
     def on_message(self, sender: str, frame: bytes, now_ms: int) -> list[Action]:
         """A frame from an authenticated link to ``sender``."""
         try:
-            msg, extra = self.wire.open(frame)
-            if msg.sender != sender:
-                raise ProtocolError("sender_mismatch", f"{msg.sender} via {sender}")
+            msg, extra = self.wire.open_from(sender, frame)
             return self._handlers[type(msg)](msg, extra, now_ms)
         except ProtocolError as exc:
             self.stats["rejected_" + exc.reason] += 1
