@@ -12,6 +12,7 @@ from config.genesis import (
     ConsensusParams,
     Court,
     Genesis,
+    WorkflowParams,
     canonical_json,
     load_genesis,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "Settings",
     "StorageSettings",
     "SystemdSettings",
+    "WorkflowParams",
     "canonical_json",
     "check_secret_file",
     "generate_key_file",

@@ -42,7 +42,7 @@ _CHAIN_ID_RE = re.compile(r"[a-z0-9-]{1,64}")
 _TIME_MS_MAX = 2**63 - 1
 _COURT_KEYS = ("id", "name", "tier", "parent", "role", "public_key", "p2p_address", "rpc_address")
 _TOP_KEYS_REQUIRED = ("chain_id", "genesis_time_ms", "courts")
-_TOP_KEYS = (*_TOP_KEYS_REQUIRED, "consensus")
+_TOP_KEYS = (*_TOP_KEYS_REQUIRED, "consensus", "workflows")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +81,26 @@ class ConsensusParams:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkflowParams:
+    """Parameters of the judicial workflow engine (pbftd.workflows.Config).
+
+    Every node executes the workflows with them, so a node that used other
+    values would reach another state root: they belong here, not in
+    config.toml."""
+
+    warn_lead_days: tuple[int, ...] = (30, 7)
+    reminder_days: int = 3
+    deadlines_per_block: int = 1000
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "warn_lead_days": list(self.warn_lead_days),
+            "reminder_days": self.reminder_days,
+            "deadlines_per_block": self.deadlines_per_block,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Genesis:
     """A validated genesis. Build it with ``from_dict`` or ``load_genesis``;
     the constructor trusts its caller."""
@@ -89,6 +109,7 @@ class Genesis:
     genesis_time_ms: int
     courts: tuple[Court, ...]
     consensus: ConsensusParams = field(default_factory=ConsensusParams)
+    workflows: WorkflowParams = field(default_factory=WorkflowParams)
     _by_id: dict[str, Court] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -100,13 +121,20 @@ class Genesis:
         return _parse_genesis(data, source)
 
     def to_dict(self) -> dict[str, Any]:
-        """The full document, defaults included, so equal chains hash equal."""
-        return {
+        """The full document, defaults included, so equal chains hash equal.
+
+        ``workflows`` appears only when it differs from the defaults: a file
+        that omits it and one that spells the defaults out hash alike, and
+        chains founded before the section existed keep their genesis hash."""
+        out = {
             "chain_id": self.chain_id,
             "genesis_time_ms": self.genesis_time_ms,
             "courts": [c.to_dict() for c in self.courts],
             "consensus": self.consensus.to_dict(),
         }
+        if self.workflows != WorkflowParams():
+            out["workflows"] = self.workflows.to_dict()
+        return out
 
     def canonical_json(self) -> bytes:
         return canonical_json(self.to_dict())
@@ -247,7 +275,8 @@ def _parse_genesis(data: object, source: str) -> Genesis:
     if not any(c.is_validator for c in courts):
         raise where.error("courts", "at least one court must have role 'validator'")
     consensus = _parse_consensus(where, data.get("consensus", {}))
-    return Genesis(chain_id, time_ms, courts, consensus)
+    workflows = _parse_workflows(where, data.get("workflows", {}))
+    return Genesis(chain_id, time_ms, courts, consensus, workflows)
 
 
 def _parse_court(where: _Where, key: str, obj: object) -> Court:
@@ -341,3 +370,28 @@ def _parse_consensus(where: _Where, obj: object) -> ConsensusParams:
             "or replicas stall waiting for a checkpoint to become stable",
         )
     return ConsensusParams(interval, window)
+
+
+WARN_LEADS_MAX = 8
+
+
+def _parse_workflows(where: _Where, obj: object) -> WorkflowParams:
+    names = ("warn_lead_days", "reminder_days", "deadlines_per_block")
+    where.keys("workflows", obj, names, ())
+    assert isinstance(obj, dict)
+    defaults = WorkflowParams()
+    leads = obj.get("warn_lead_days", list(defaults.warn_lead_days))
+    if not isinstance(leads, list) or len(leads) > WARN_LEADS_MAX:
+        raise where.error("workflows.warn_lead_days",
+                          f"expected an array of at most {WARN_LEADS_MAX} day counts, "
+                          f"got {describe(leads)}")
+    for i, lead in enumerate(leads):
+        where.check(f"workflows.warn_lead_days[{i}]", want_int, lead, 1, 3660)
+    if len(set(leads)) != len(leads):
+        raise where.error("workflows.warn_lead_days", "a lead time is listed twice")
+    reminder = where.check("workflows.reminder_days", want_int,
+                           obj.get("reminder_days", defaults.reminder_days), 0, 365)
+    per_block = where.check("workflows.deadlines_per_block", want_int,
+                            obj.get("deadlines_per_block", defaults.deadlines_per_block),
+                            1, 100_000)
+    return WorkflowParams(tuple(sorted(leads, reverse=True)), reminder, per_block)

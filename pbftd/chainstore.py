@@ -10,15 +10,17 @@ so a crash at any point leaves either the whole block or none of it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from storage import NodeStore
 
 from .core import codec
 from .core.chain import BlockHeader, ChainTip, ExecutedBlock, RequestKey, Tx, execute_batch
+from .core.crypto import sha256
+from .core.merkle import merkle_root
 from .core.messages import Batch, Commit, CommittedBlock, Wire
 
-__all__ = ["ChainStore", "Indexer", "stored_txs"]
+__all__ = ["AppBlock", "Application", "ChainStore", "Indexer", "stored_txs"]
 
 # An application index maintained in the same write batch as the block:
 # (put_state, header, transactions executed now) -> None.
@@ -26,6 +28,24 @@ Indexer = Callable[[Callable[[bytes, bytes], None], BlockHeader, tuple[Tx, ...]]
 
 SIZE_MAX = 64 * 1024 * 1024
 REQUEST_PREFIX = b"req/"
+APP_ROOT_DOMAIN = "pbftd/app-root/1"
+
+
+class AppBlock(Protocol):
+    """A block executed by the application, not yet written."""
+
+    @property
+    def digest(self) -> bytes: ...
+
+    def write(self, batch: Any, header: BlockHeader, fresh: tuple[Tx, ...]) -> None: ...
+
+
+class Application(Protocol):
+    """Deterministic logic run in every block on committed state (the
+    workflows, pbftd/workflow_app.py): ``execute`` must not write; its
+    result's ``write`` puts everything into the block's write batch."""
+
+    def execute(self, height: int, time_ms: int, fresh: tuple[Tx, ...]) -> AppBlock: ...
 
 
 def _request_state_key(key: RequestKey) -> bytes:
@@ -34,10 +54,11 @@ def _request_state_key(key: RequestKey) -> bytes:
 
 class ChainStore:
     def __init__(self, store: NodeStore, chain_id: str, genesis: ChainTip,
-                 indexers: Iterable[Indexer] = ()) -> None:
+                 indexers: Iterable[Indexer] = (), app: Application | None = None) -> None:
         self.store = store
         self.chain_id = chain_id
         self.indexers = tuple(indexers)
+        self.app = app
         self._tip = self._load_tip() or genesis
 
     # ------------------------------------------------------------ reads
@@ -111,8 +132,13 @@ class ChainStore:
                 b.put_consensus(name, value)
 
     def append(self, batch: Batch, commits: tuple[Commit, ...]) -> ExecutedBlock:
-        """Execute ``batch`` on top of the tip and store the block durably."""
-        block = execute_batch(self.chain_id, self._tip, batch, self.executed_before)
+        """Execute ``batch`` on top of the tip and store the block durably.
+
+        With an application, its digest is folded into the state root next to
+        the executed transaction ids, and its writes join the block's batch."""
+        ran: list[AppBlock] = []
+        block = execute_batch(self.chain_id, self._tip, batch, self.executed_before,
+                              None if self.app is None else self._app_root(batch, ran))
         header = block.header
         record = {"header": header.fields(), "batch": batch.to_wire()}
         cert = [c.env.to_wire() for c in commits]
@@ -124,10 +150,26 @@ class ChainStore:
                 b.put_state(_request_state_key(tx.key), codec.encode([header.height, tx.tx_id]))
             for indexer in self.indexers:
                 indexer(b.put_state, header, block.fresh)
+            for app_block in ran:
+                app_block.write(b, header, block.fresh)
             b.put_meta("tip", codec.encode([tip.height, tip.block_hash, tip.time_ms,
                                             tip.state_root]))
         self._tip = tip
         return block
+
+    def _app_root(self, batch: Batch, ran: list[AppBlock]) -> Callable[[tuple[Tx, ...]], bytes]:
+        assert self.app is not None
+        app, tip = self.app, self._tip
+        # the block time exactly as execute_batch makes it (AppBlock.write
+        # asserts the header agrees): the application runs before the header
+        time_ms = max(batch.time_ms, tip.time_ms + 1)
+
+        def app_root(fresh: tuple[Tx, ...]) -> bytes:
+            app_block = app.execute(batch.seq, time_ms, fresh)
+            ran.append(app_block)
+            return sha256(codec.encode([APP_ROOT_DOMAIN, merkle_root([t.tx_id for t in fresh]),
+                                        app_block.digest]))
+        return app_root
 
     # ------------------------------------------------------------ views for RPC
 

@@ -311,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     attest.add_argument("--kind", required=True,
                         choices=["judgment", "ruling", "mediation_agreement",
                                  "effectiveness_certificate", "efile_item", "delivery_receipt",
-                                 "enforcement_notice", "electronic_evidence", "other"])
+                                 "enforcement_notice", "enforcement_application",
+                                 "electronic_evidence", "other"])
     attest.add_argument("--case", required=True, metavar="CASE_NO",
                         help="case number, e.g. '(2020)吉0102民初1234号'")
     attest.add_argument("--title", help="optional title (no personal data)")

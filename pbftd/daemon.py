@@ -33,6 +33,8 @@ from .core.follower import Follower, FollowerConfig
 from .core.replica import Replica, ReplicaConfig
 from .core.validators import ValidatorSet
 from .runtime import NodeRuntime
+from .workflow_app import WorkflowApp, engine_config
+from .workflow_keeper import run_keeper
 
 __all__ = ["DaemonError", "Node", "assemble", "serve"]
 
@@ -53,6 +55,7 @@ class Node:
     chain: ChainStore
     runtime: NodeRuntime
     rpc_listen: str
+    workflows: WorkflowApp
 
     @property
     def replica(self) -> Replica:
@@ -129,7 +132,9 @@ def assemble(settings: Settings, stack: ExitStack) -> Node:
     stack.callback(store.close)
     _write_pid_file(settings.data_dir, stack)
     genesis_tip = ChainTip.genesis(genesis.genesis_hash(), genesis.genesis_time_ms)
-    chain = ChainStore(store, genesis.chain_id, genesis_tip, indexers=[evidence.index_block])
+    workflows = WorkflowApp(store, engine_config(genesis))
+    chain = ChainStore(store, genesis.chain_id, genesis_tip, indexers=[evidence.index_block],
+                       app=workflows)
     vals = ValidatorSet.of([(c.id, bytes.fromhex(c.public_key)) for c in genesis.validators()])
     submitters = {c.id: bytes.fromhex(c.public_key) for c in genesis.courts}
     rcfg = replica_config(settings, genesis)
@@ -147,7 +152,7 @@ def assemble(settings: Settings, stack: ExitStack) -> Node:
 
     mesh = Mesh(mesh_config(settings, genesis, key, p2p_listen))
     runtime = NodeRuntime(make_replica(), chain, mesh, make_replica=make_replica)
-    return Node(settings, genesis, court, signer, store, chain, runtime, rpc_listen)
+    return Node(settings, genesis, court, signer, store, chain, runtime, rpc_listen, workflows)
 
 
 def _write_pid_file(data_dir: Path, stack: ExitStack) -> None:
@@ -164,6 +169,8 @@ async def serve(node: Node, *, task_status: trio.TaskStatus[None] = trio.TASK_ST
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signals, nursery.cancel_scope)
         await nursery.start(node.runtime.run)
+        if node.court.is_validator:
+            nursery.start_soon(run_keeper, node)
         if extra_services is not None:
             await extra_services(node, nursery)
         if node.settings.systemd.notify and sdnotify.notify("READY=1"):

@@ -23,7 +23,8 @@ __all__ = ["KINDS", "EvidenceError", "attest_payload", "index_block", "parse_pay
            "records_for"]
 
 KINDS = ("judgment", "ruling", "mediation_agreement", "effectiveness_certificate", "efile_item",
-         "delivery_receipt", "enforcement_notice", "electronic_evidence", "other")
+         "delivery_receipt", "enforcement_notice", "enforcement_application",
+         "electronic_evidence", "other")
 CASE_NO_CHARS_MAX = 64
 TITLE_CHARS_MAX = 200
 INDEX_PREFIX = b"ev/"

@@ -11,11 +11,20 @@ The seam for the daemon:
   ``reads.audit_read_payload`` records an agency read.
 """
 
-from .engine import BlockContext, BlockOutcome, Config, Engine, TxContext, TxResult, run_blocks
+from .engine import (
+    EVENT_TOPICS,
+    BlockContext,
+    BlockOutcome,
+    Config,
+    Engine,
+    TxContext,
+    TxResult,
+    run_blocks,
+)
 from .ops import METHODS, encode_op, parse_payload, validate_op
 from .state import MemoryState, Overlay, State
 from .validate import WorkflowError
 
-__all__ = ["METHODS", "BlockContext", "BlockOutcome", "Config", "Engine", "MemoryState",
-           "Overlay", "State", "TxContext", "TxResult", "WorkflowError", "encode_op",
+__all__ = ["EVENT_TOPICS", "METHODS", "BlockContext", "BlockOutcome", "Config", "Engine",
+           "MemoryState", "Overlay", "State", "TxContext", "TxResult", "WorkflowError", "encode_op",
            "parse_payload", "run_blocks", "validate_op"]

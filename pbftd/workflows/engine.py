@@ -43,9 +43,17 @@ from .validate import (
     shanghai_date,
 )
 
-__all__ = ["BlockContext", "BlockOutcome", "Config", "Engine", "TxContext", "TxResult"]
+__all__ = ["EVENT_TOPICS", "BlockContext", "BlockOutcome", "Config", "Engine", "TxContext",
+           "TxResult"]
 
 SYSTEM_CLIENT = "pbftd/workflows"
+# Every topic the engine emits: events.subscribe offers exactly these.
+EVENT_TOPICS = (
+    "case.registered", "case.due", "case.reminder", "case.closed", "case.certificateIssued",
+    "case.awaitingSignature", "case.signed", "case.enforcementFiled",
+    "enforcement.recorded", "enforcement.termExpiring", "enforcement.termExpired",
+    "enforcement.settlementPerformed", "enforcement.resumed", "agency.reported",
+)
 IsAttestedBy = Callable[[bytes, str], bool]
 
 
@@ -211,6 +219,7 @@ class Engine:
 
     def _event(self, topic: str, block: BlockContext, court: str,
                **body: Any) -> dict[str, Any]:
+        assert topic in EVENT_TOPICS, topic
         return {"topic": topic, "height": block.height, "time_ms": block.time_ms,
                 "court": court, **body}
 
@@ -342,7 +351,7 @@ class Engine:
             digest = sha256_hex(doc)
             case["application"] = {"sha256": digest, "creditor_ref": cref, **made}
             self._set_case_state(state, case, "awaiting_signature", ctx.block)
-            attestations.append({"sha256": digest, "kind": "other",
+            attestations.append({"sha256": digest, "kind": "enforcement_application",
                                  "case_no": case["case_no"], "title": "申请执行书"})
             events.append(self._event("case.awaitingSignature", ctx.block, case["court"],
                                       case_no=case["case_no"], creditor_ref=cref,
@@ -363,8 +372,8 @@ class Engine:
         self._do_sign(state, ctx, case, p["creditor_ref"], p["signature_sha256"])
         self._save_case(state, case)
         ev = self._event("case.signed", ctx.block, case["court"], case_no=case["case_no"])
-        att = {"sha256": p["signature_sha256"], "kind": "other", "case_no": case["case_no"],
-               "title": "申请执行书(已签名)"}
+        att = {"sha256": p["signature_sha256"], "kind": "enforcement_application",
+               "case_no": case["case_no"], "title": "申请执行书(已签名)"}
         return TxResult({"case_no": case["case_no"], "state": case["state"]}, [ev], [att])
 
     def _do_sign(self, state: State, ctx: TxContext, case: dict[str, Any], cref: str,
@@ -431,7 +440,7 @@ class Engine:
                 raise _err("invalid_params", "the application is not signed yet: give "
                            "creditor_ref and signature_sha256", "signature_sha256")
             self._do_sign(state, ctx, case, p["creditor_ref"], p["signature_sha256"])
-            attestations.append({"sha256": p["signature_sha256"], "kind": "other",
+            attestations.append({"sha256": p["signature_sha256"], "kind": "enforcement_application",
                                  "case_no": case["case_no"], "title": "申请执行书(已签名)"})
             events.append(self._event("case.signed", ctx.block, case["court"],
                                       case_no=case["case_no"]))
@@ -557,6 +566,13 @@ class Engine:
                          expires_ms=expires)
             if "renews" in p:
                 self._renew(state, order, p["renews"])
+            passed = [lead for lead in self.config.warn_lead_days
+                      if expires - lead * DAY_MS <= ctx.time_ms]
+            if passed and expires > ctx.time_ms + 1:
+                # recorded with less than a lead time left: warn in the next
+                # block, once, with the shortest lead already passed
+                order["_dl"].append(self._schedule(state, ctx.time_ms + 1, "warn", oid,
+                                                   lead_days=min(passed)))
             for lead in sorted(self.config.warn_lead_days, reverse=True):
                 at = expires - lead * DAY_MS
                 if at > ctx.time_ms:

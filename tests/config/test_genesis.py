@@ -126,6 +126,13 @@ REJECTED = [
     (_set("consensus.checkpoint_interval_blocks", 0), "consensus.checkpoint_interval_blocks"),
     (_set("consensus.checkpoint_interval_blocks", True), "expected an integer"),
     (_set("consensus.watermark_window_blocks", 31), "must be at least twice"),
+    # workflow parameters
+    (_set("workflows", {"warn_days": [30]}), "workflows: unknown key 'warn_days'"),
+    (_set("workflows", {"warn_lead_days": 30}), "workflows.warn_lead_days: expected an array"),
+    (_set("workflows", {"warn_lead_days": [30, 0]}), "workflows.warn_lead_days[1]"),
+    (_set("workflows", {"warn_lead_days": [7, 7]}), "a lead time is listed twice"),
+    (_set("workflows", {"reminder_days": -1}), "workflows.reminder_days"),
+    (_set("workflows", {"deadlines_per_block": 0}), "workflows.deadlines_per_block"),
 ]
 
 
@@ -319,3 +326,15 @@ def test_genesis_quorum_is_the_consensus_quorum(genesis_dict, n):
     genesis = Genesis.from_dict(genesis_dict)
     vals = ValidatorSet.of([(c.id, bytes.fromhex(c.public_key)) for c in genesis.validators()])
     assert genesis.quorum == vals.quorum
+
+
+def test_workflows_section_is_optional_defaults_and_is_hashed_only_when_changed(genesis_dict):
+    plain = Genesis.from_dict(genesis_dict)
+    assert plain.workflows.warn_lead_days == (30, 7)
+    assert (plain.workflows.reminder_days, plain.workflows.deadlines_per_block) == (3, 1000)
+    assert "workflows" not in plain.to_dict()
+    spelled = Genesis.from_dict({**genesis_dict, "workflows": {"warn_lead_days": [7, 30]}})
+    assert spelled.genesis_hash() == plain.genesis_hash()
+    changed = Genesis.from_dict({**genesis_dict, "workflows": {"warn_lead_days": [14]}})
+    assert changed.genesis_hash() != plain.genesis_hash()
+    assert Genesis.from_dict(changed.to_dict()) == changed

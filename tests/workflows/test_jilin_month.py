@@ -35,6 +35,7 @@ from pbftd.workflows import reads
 from pbftd.workflows.validate import date_start_ms
 
 from .harness import DAY_MS, HOUR_MS, Chain, TxMaker, at, doc, ref
+from .storechain import store_chains
 
 MONTH_START = at(2020, 10, 1)
 MONTH_END = at(2020, 11, 1)
@@ -182,3 +183,23 @@ def test_jilin_month_two_instances() -> None:
     assert [e["topic"] for e in nov_a.events].count("case.due") == 100
     assert all(e["performance_deadline"] == "2020-10-31" for e in nov_a.events
                if e["topic"] == "case.due")
+
+
+def test_jilin_month_on_node_stores_every_node_equal_state_roots(tmp_path) -> None:
+    """The month through the daemon's execution path (ChainStore.append with
+    the WorkflowApp on RocksDB), on four nodes: equal state roots at every
+    height, and the same counts from the events stored with the blocks."""
+    month = build_month()
+    with store_chains(tmp_path, 4, at(2020, 9, 30)) as nodes:
+        for t, txs in month:
+            roots = {node.block(t, txs).header.state_root for node in nodes}
+            assert len(roots) == 1, f"state roots differ at height {nodes[0].chain.tip().height}"
+        first = nodes[0]
+        assert all(node.app_state() == first.app_state() for node in nodes[1:])
+        topics = Counter(e["topic"] for h in range(1, 745) for e in first.events(h)["events"])
+    assert topics["case.registered"] == 1474
+    assert topics["case.due"] == 966
+    assert topics["case.reminder"] == 53
+    assert topics["case.closed"] == 9
+    assert topics["case.awaitingSignature"] == 108
+    assert topics["case.enforcementFiled"] == 38

@@ -253,6 +253,23 @@ def test_freeze_warns_at_30_and_7_days_then_expires() -> None:
     assert trail["orders"][0]["status"] == "expired"
 
 
+def test_a_freeze_recorded_within_a_lead_time_warns_in_the_next_block() -> None:
+    chain, mk = Chain(), TxMaker()
+    filed(chain, mk)
+    oid = _ok(chain.block(at(2020, 10, 12, 9), [_record(
+        mk, "freeze", agency=BANK, asset_class="bank_deposit", term_end="2020-10-20",
+        debtor_ref=ref("d" + CN))]))["order_id"]
+    now = chain.block(at(2020, 10, 12, 10), []).events
+    assert [(e["topic"], e["lead_days"], e["order_id"]) for e in now] == [
+        ("enforcement.termExpiring", 30, oid)]   # 9 days left: the 30-day warning at once
+    assert chain.block(at(2020, 10, 13, 23), []).events == []
+    w7 = chain.block(at(2020, 10, 14), []).events
+    assert [(e["topic"], e["lead_days"]) for e in w7] == [("enforcement.termExpiring", 7)]
+    assert chain.block(at(2020, 10, 20, 23), []).events == []
+    assert [e["topic"] for e in chain.block(at(2020, 10, 21), []).events] == [
+        "enforcement.termExpired"]
+
+
 def test_renewal_before_expiry_replaces_the_warnings() -> None:
     chain, mk = Chain(), TxMaker()
     filed(chain, mk)
