@@ -4,7 +4,14 @@ Topics:
 - "blocks": one event per block, the header summary
   {height, block_hash, time_ms, tx_count};
 - "attestations": one event per attestation executed in the block, the
-  record evidence.verify returns plus its sha256 (hex).
+  record evidence.verify returns plus its sha256 (hex); documents the
+  workflows generated (申请执行书, 生效证明) included;
+- the judicial workflow topics (workflows.EVENT_TOPICS: case.due,
+  enforcement.termExpiring, enforcement.resumed, ...): the engine's events
+  as stored with the block (docs/WORKFLOWS.md lists their payloads).
+
+Each topic needs its read scope: blocks and attestations evidence:read,
+case.* case:read, enforcement.* and agency.* enforcement:read.
 
 Delivery is at least once and in block order. Each subscription is one task
 with one cursor, `next_height`: it reads blocks from the store, at most
@@ -43,15 +50,17 @@ from . import evidence
 from .chainstore import stored_txs
 from .core import codec
 from .core.chain import BlockHeader
+from .workflows import EVENT_TOPICS
 
 __all__ = ["PAGE_BLOCKS", "TOPICS", "BlockSource", "ChainEventSource", "EventHub",
            "register_event_methods"]
 
-TOPICS = ("blocks", "attestations")
+TOPICS = ("blocks", "attestations", *EVENT_TOPICS)
 PAGE_BLOCKS = 100
 CACHE_BLOCKS = 256
 CACHE_EVENTS_MAX = 20_000  # also bounded by events: a block can hold 10,000 attestations
 EVENTS_READ = "evidence:read"
+FORBIDDEN = -32001
 USE_WS = -32006  # application error: this method needs the /ws transport
 SUBSCRIPTIONS_FULL = -32007
 NOT_FOUND = -32004
@@ -67,11 +76,22 @@ class BlockSource(Protocol):
         """The events of block `height` in order (the block first), None if absent."""
 
 
-class ChainEventSource:
-    """Events read from the daemon's ChainStore and the evidence index."""
+def topic_scope(topic: str) -> str:
+    """The scope a subscriber needs for ``topic``."""
+    if topic.startswith("case."):
+        return "case:read"
+    if topic.startswith(("enforcement.", "agency.")):
+        return "enforcement:read"
+    return EVENTS_READ
 
-    def __init__(self, chain: Any) -> None:
+
+class ChainEventSource:
+    """Events read from the daemon's ChainStore, the evidence index and the
+    workflow events stored with each block (``workflows``: a WorkflowApp)."""
+
+    def __init__(self, chain: Any, workflows: Any = None) -> None:
         self.chain = chain
+        self.workflows = workflows
 
     def tip_height(self) -> int:
         return int(self.chain.tip().height)
@@ -100,6 +120,19 @@ class ChainEventSource:
                 continue
             out.append(("attestations", {**rec, "tx_id": tx_id.hex(),
                                          "sha256": body["sha256"].hex()}))
+        if self.workflows is not None:
+            out += self._workflow_events(height)
+        return out
+
+    def _workflow_events(self, height: int) -> list[Event]:
+        stored = self.workflows.block_events(height)
+        out: list[Event] = []
+        for att in stored["attestations"]:
+            raw = self.chain.store.get_state(evidence.INDEX_PREFIX + bytes.fromhex(att["sha256"])
+                                             + bytes.fromhex(att["tx_id"]))
+            rec = codec.decode(raw, size_max=4096)
+            out.append(("attestations", {**rec, "tx_id": att["tx_id"], "sha256": att["sha256"]}))
+        out += [(event["topic"], event) for event in stored["events"]]
         return out
 
 
@@ -197,7 +230,9 @@ SUBSCRIBE_PARAMS: dict[str, Any] = {
         "topics": {"type": "array", "minItems": 1, "maxItems": len(TOPICS),
                    "items": {"enum": list(TOPICS)},
                    "description": "blocks: one event per block (height, block_hash, time_ms, "
-                                  "tx_count); attestations: one per attestation record"},
+                                  "tx_count); attestations: one per attestation record; "
+                                  "case.*, enforcement.*, agency.*: the judicial workflows' "
+                                  "events (docs/WORKFLOWS.md)"},
         "from_height": {"type": "integer", "minimum": 1, "maximum": HEIGHT_MAX,
                         "description": "replay from this height (stored blocks first, then "
                                        "live); omitted: only blocks after the current tip"},
@@ -237,12 +272,21 @@ def register_event_methods(dispatcher: Dispatcher, hub: EventHub, *,
         return session
 
     @dispatcher.method(
-        "events.subscribe", scope=EVENTS_READ, params_schema=SUBSCRIBE_PARAMS,
+        "events.subscribe", params_schema=SUBSCRIBE_PARAMS,
         result_schema=SUBSCRIBE_RESULT, result_name="subscription",
-        summary="Subscribe to new blocks and attestations (WebSocket /ws only).",
-        description=NOTIFY_DOC,
-        errors=[(USE_WS, "use /ws"), (SUBSCRIPTIONS_FULL, "too many subscriptions")])
+        summary="Subscribe to new blocks, attestations and workflow events (WebSocket /ws "
+                "only).",
+        description=NOTIFY_DOC + " Each topic needs its read scope: blocks and attestations "
+                                 "evidence:read, case.* case:read, enforcement.* and agency.* "
+                                 "enforcement:read.",
+        errors=[(USE_WS, "use /ws"), (SUBSCRIPTIONS_FULL, "too many subscriptions"),
+                (FORBIDDEN, "forbidden")])
     def subscribe(params: dict[str, Any], ctx: RpcContext) -> dict[str, Any]:
+        for topic in params["topics"]:
+            if not ctx.has_scope(topic_scope(topic)):
+                raise RpcError(FORBIDDEN, "forbidden", {
+                    "method": "events.subscribe", "required_scope": topic_scope(topic),
+                    "topic": topic})
         session = need_ws(ctx)
         conn = session.connection
         subs = _subs(conn)
@@ -262,7 +306,7 @@ def register_event_methods(dispatcher: Dispatcher, hub: EventHub, *,
         return {"subscription": sub.id, "next_height": start}
 
     @dispatcher.method(
-        "events.unsubscribe", scope=EVENTS_READ, params_schema=UNSUBSCRIBE_PARAMS,
+        "events.unsubscribe", params_schema=UNSUBSCRIBE_PARAMS,
         result_schema=UNSUBSCRIBE_RESULT, result_name="unsubscribed",
         summary="Stop a subscription of this connection (WebSocket /ws only).",
         description="Notifications already queued for it may still arrive.",

@@ -22,7 +22,7 @@ def edge_options(node: Any, dispatcher: Dispatcher) -> dict[str, Any]:
     """Register events.* on `dispatcher`, hook the runtime, return make_app kwargs."""
     settings = node.settings.rpc
     ws = WsLimits(frame_bytes_max=settings.body_bytes_max)
-    hub = EventHub(ChainEventSource(node.chain))
+    hub = EventHub(ChainEventSource(node.chain, node.workflows))
     node.runtime.on_block = hub.publish
     register_event_methods(dispatcher, hub, subscriptions_max=ws.subscriptions_max)
     limiter = RateLimiter(rate_per_s_token=settings.rate_per_s_token,

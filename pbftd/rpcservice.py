@@ -8,7 +8,6 @@ so handlers can record which client of this court made a write.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import trio
@@ -21,19 +20,17 @@ from rpc.server import RpcLimits, make_app, serve_rpc
 
 from . import evidence
 from .api import DaemonApi
-from .core.chain import Tx
-from .core.messages import Request
 from .daemon import Node
 from .evidence_batch import register_batch_methods
 from .proof_methods import register_proof_methods
 from .rpcedge import edge_options
+from .rpcwrite import client_of, submit_write
+from .workflow_methods import register_workflow_methods
 
 __all__ = ["build_rpc", "start_rpc"]
 
 EVIDENCE_WRITE = "evidence:write"
 INVALID_PARAMS = -32602
-TIMEOUT = -32003
-UNAVAILABLE = -32010
 _SHA = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$", "description": "SHA-256, hex"}
 
 ATTEST_PARAMS = {
@@ -61,15 +58,7 @@ VERIFY_RESULT = {
 }
 
 
-def _client_of(ctx: RpcContext) -> str:
-    names = sorted(s[len("client:"):] for s in ctx.scopes if s.startswith("client:"))
-    return names[0] if names else "anonymous"
-
-
 def register_evidence_methods(dispatcher: Dispatcher, node: Node) -> None:
-    runtime, chain = node.runtime, node.chain
-    timeout_s = node.settings.rpc.request_timeout_ms / 1000
-
     @dispatcher.method(
         "evidence.attest", scope=EVIDENCE_WRITE, params_schema=ATTEST_PARAMS,
         result_schema=ATTEST_RESULT, result_name="attestation",
@@ -82,28 +71,8 @@ def register_evidence_methods(dispatcher: Dispatcher, node: Node) -> None:
                                               params.get("title"))
         except evidence.EvidenceError as exc:
             raise RpcError(INVALID_PARAMS, "Invalid params", {"reason": str(exc)}) from None
-        client = _client_of(ctx)
-        rid = params.get("request_id") or f"auto-{uuid.uuid4().hex}"
-        key = (node.court.id, client, rid)
-        done = chain.request_result(key)
-        if done is not None:
-            return {"tx_id": done[1].hex(), "status": "committed", "height": done[0]}
-        waiter = await runtime.submit([Request(client, rid, payload)])
-        await waiter.accepted.wait()
-        if waiter.error:
-            raise RpcError(UNAVAILABLE, "not accepted", {"reason": waiter.error})
-        tx_id = Tx(node.court.id, waiter.sid, client, rid, payload).tx_id
-        if not params.get("wait"):
-            return {"tx_id": tx_id.hex(), "status": "pending"}
-        with trio.move_on_after(timeout_s):
-            await waiter.done.wait()
-        result = chain.request_result(key)
-        if result is None and waiter.error:
-            raise RpcError(UNAVAILABLE, "not acknowledged",
-                           {"reason": waiter.error, "retry": "with the same request_id"})
-        if result is None:
-            raise RpcError(TIMEOUT, "timeout", {"tx_id": tx_id.hex(), "status": "pending"})
-        return {"tx_id": result[1].hex(), "status": "committed", "height": result[0]}
+        return await submit_write(node, ctx, payload, params.get("request_id"),
+                                  bool(params.get("wait")))
 
     @dispatcher.method(
         "evidence.verify", public=True, result_schema=VERIFY_RESULT, result_name="verification",
@@ -155,7 +124,8 @@ def build_rpc(node: Node) -> Any:
     api = DaemonApi(node)
     register_chain_methods(dispatcher, api)
     register_evidence_methods(dispatcher, node)
-    register_batch_methods(dispatcher, node, _client_of)
+    register_batch_methods(dispatcher, node, client_of)
+    register_workflow_methods(dispatcher, node)
     register_proof_methods(dispatcher, node)
 
     def auth(token: str) -> frozenset[str] | None:

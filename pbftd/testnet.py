@@ -3,7 +3,8 @@
 ``init`` writes what a real deployment has, only on loopback: a genesis with
 one court per tier (the SPC, then high, intermediate and basic courts in
 turn, each supervised by the nearest court of the tier above), and for each
-court a folder with its key, its config and an admin bearer token.  ``up``
+court a folder with its key, its config, an admin bearer token and a partner
+agency's token (``icbc.token``, scope ``agency:icbc``: a bank).  ``up``
 starts each court's daemon as its own process (``pbftd run``), so crashes,
 SIGSTOP and restarts in tests act on real processes.
 """
@@ -32,6 +33,7 @@ TIER_NAMES = [
     ("basic", "jl-cc-nanguan-basic", "长春市南关区人民法院"),
 ]
 CYCLE = ("high", "intermediate", "basic")
+TESTNET_AGENCY = "icbc"
 
 
 @dataclass(frozen=True)
@@ -95,11 +97,13 @@ def init_testnet(directory: Path, nodes: int = 4, base_port: int = 26650,
         key = generate_key_file(folder / "node.key")
         token, token_hash = generate_token()
         write_secret_file(folder / "admin.token", (token + "\n").encode())
+        agency_token, agency_hash = generate_token()
+        write_secret_file(folder / f"{TESTNET_AGENCY}.token", (agency_token + "\n").encode())
         p2p, rpc = f"127.0.0.1:{base_port + 2 * i}", f"127.0.0.1:{base_port + 2 * i + 1}"
         courts.append({"id": court_id, "name": name, "tier": tier, "parent": parent,
                        "role": role, "public_key": public_key_hex(key),
                        "p2p_address": p2p, "rpc_address": rpc})
-        (folder / "config.toml").write_text(_config_text(court_id, token_hash))
+        (folder / "config.toml").write_text(_config_text(court_id, token_hash, agency_hash))
         files.append(CourtFiles(court_id, folder, folder / "config.toml", f"http://{rpc}/"))
     genesis = Genesis.from_dict({
         "chain_id": chain_id, "genesis_time_ms": int(time.time() * 1000), "courts": courts,
@@ -110,7 +114,7 @@ def init_testnet(directory: Path, nodes: int = 4, base_port: int = 26650,
     return files
 
 
-def _config_text(court_id: str, token_hash: str) -> str:
+def _config_text(court_id: str, token_hash: str, agency_hash: str) -> str:
     return f"""# pbftd testnet node {court_id}: every other key keeps its documented default
 # (see config/examples/ for all keys with comments).
 court_id = "{court_id}"
@@ -131,6 +135,12 @@ view_change_timeout_ms = 3000
 name = "admin"
 sha256 = "{token_hash}"
 scopes = ["admin"]
+
+# A partner agency (a bank): sees only the orders addressed to it (docs/WORKFLOWS.md).
+[[rpc.tokens]]
+name = "{TESTNET_AGENCY}"
+sha256 = "{agency_hash}"
+scopes = ["agency:{TESTNET_AGENCY}"]
 """
 
 
@@ -158,7 +168,8 @@ def up_testnet(directory: Path, nodes: int, base_port: int, out=sys.stdout,
             print(f"{court.court_id:<24} pid {procs[court.court_id].pid:<7} rpc {court.rpc_url}",
                   file=out)
         first = courts[0]
-        print(f"logs: {directory}/<court>/pbftd.log; admin token: {first.folder}/admin.token",
+        print(f"logs: {directory}/<court>/pbftd.log; admin token: {first.folder}/admin.token; "
+              f"bank token (agency:{TESTNET_AGENCY}): {first.folder}/{TESTNET_AGENCY}.token",
               file=out)
         print(f"next: pbftd status --rpc {first.rpc_url}   (Ctrl-C stops the testnet)", file=out)
         out.flush()
