@@ -440,6 +440,10 @@ class Replica:
         return True
 
     def _on_pre_prepare(self, m: PrePrepare, extra: Any, now_ms: int) -> list[Action]:
+        future = m.view > self.view or (m.view == self.view and not self.active)
+        if future and not self._check_future_pre_prepare(m, extra):
+            self.stats["dropped_future_full"] += 1
+            return []
         if self._defer(m, extra):
             return []
         if m.sender != self.primary:
@@ -462,6 +466,27 @@ class Replica:
             if not known and len(self.pending) < self.cfg.pending_submissions_max:
                 self.pending[sub.key] = sub
         return self._accept_pre_prepare(entry, now_ms)
+
+    def _check_future_pre_prepare(self, m: PrePrepare, extra: Any) -> bool:
+        """A pre-prepare buffered for a later view keeps its batch, which is
+        unsigned and may fill a whole frame.  So only that view's primary may
+        have one buffered, with a batch that parses and fits the batch limits,
+        and at most ``watermark_window`` of them (the most its window holds;
+        False beyond): the buffer then stays within a few batches' worth of
+        bytes per peer instead of ``future_messages_max`` frames of garbage."""
+        if m.view > self.view + 2:
+            return True  # dropped as far future by _defer
+        if m.sender != self.vals.primary(m.view):
+            raise ProtocolError("not_primary", f"pre-prepare from backup {m.sender}")
+        if extra is None:
+            raise ProtocolError("missing_batch", "pre-prepare without its batch")
+        batch = Batch.parse(extra, self.wire)  # a null batch re-sent after a NEW-VIEW is fine
+        count = batch.request_count()
+        if count > self.cfg.batch_requests_max or \
+                sum(s.size_bytes for s in batch.subs) > self.cfg.batch_bytes_max:
+            raise ProtocolError("bad_batch_size", f"{count} requests")
+        queued = self.future.get(m.sender, ())
+        return sum(isinstance(q, PrePrepare) for q, _ in queued) < self.cfg.watermark_window
 
     def _check_fresh_batch(self, m: PrePrepare, batch: Batch, now_ms: int) -> None:
         if batch.seq != m.seq or batch.view != m.view or batch.proposer != m.sender:
