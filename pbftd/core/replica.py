@@ -218,10 +218,15 @@ class Replica:
         self.next_seq = 1
         self.last_proposed_time_ms = 0
         self.last_progress_ms = 0
+        self.batch_due = False  # a partial batch has waited batch_wait_ms (see _maybe_propose)
         # requests
         self.last_sid = 0
         self.pending: OrderedDict[SubKey, Submit] = OrderedDict()
         self.unproposed: OrderedDict[SubKey, Submit] = OrderedDict()
+        # Pending submissions this replica saw only inside a PRE-PREPARE, never
+        # from their origin: if that pre-prepare does not survive a view
+        # change they are dropped (see _install_new_view).
+        self.via_pre_prepare: set[SubKey] = set()
         self.recent_executed: OrderedDict[SubKey, None] = OrderedDict()
         # catch-up
         self.peer_status: dict[str, Status] = {}
@@ -345,6 +350,7 @@ class Replica:
 
     def _on_submit(self, m: Submit, _extra: Any, now_ms: int) -> list[Action]:
         key = m.key
+        self.via_pre_prepare.discard(key)  # now we have it from its origin
         if key in self.pending or key in self.recent_executed:
             return []
         if not self._fits_a_batch(m):
@@ -465,6 +471,7 @@ class Replica:
             known = sub.key in self.recent_executed or sub.key in self.pending
             if not known and len(self.pending) < self.cfg.pending_submissions_max:
                 self.pending[sub.key] = sub
+                self.via_pre_prepare.add(sub.key)
         return self._accept_pre_prepare(entry, now_ms)
 
     def _check_future_pre_prepare(self, m: PrePrepare, extra: Any) -> bool:
@@ -606,6 +613,7 @@ class Replica:
         for sub in batch.subs:
             self.pending.pop(sub.key, None)
             self.unproposed.pop(sub.key, None)
+            self.via_pre_prepare.discard(sub.key)
             self.recent_executed[sub.key] = None
         while len(self.recent_executed) > self.cfg.recent_executed_max:
             self.recent_executed.popitem(last=False)
@@ -852,6 +860,14 @@ class Replica:
         self.last_proposed_time_ms = max([self.last_proposed_time_ms,
                                           *(b.time_ms for _, b in plan.batches)])
         in_plan = {s.key for _, batch in plan.batches for s in batch.subs}
+        # A submission known only from a pre-prepare the new view dropped is
+        # not ours to push: the new primary may never have seen it (a
+        # Byzantine primary can plant one per backup), so keeping it pending
+        # would accuse an honest primary.  Its origin still holds it and
+        # keeps pushing it; submissions we got from their origin stay.
+        for key in self.via_pre_prepare - in_plan:
+            self.pending.pop(key, None)
+        self.via_pre_prepare &= in_plan
         self.unproposed = OrderedDict((k, s) for k, s in self.pending.items()
                                       if k not in in_plan)
         puts: list[tuple[str, bytes]] = [("view", codec.encode([nv.view, True]))]
