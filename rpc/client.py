@@ -7,6 +7,7 @@ done by the standard library (urllib), never by hand; errors come back as
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import json
 import urllib.error
@@ -66,6 +67,8 @@ class RpcClient:
                 raise RpcTransportError(f"HTTP {exc.code} from {self.url}") from None
         except (urllib.error.URLError, OSError) as exc:
             raise RpcTransportError(f"cannot reach {self.url}: {exc}") from None
+        except http.client.HTTPException as exc:  # e.g. the node died mid-reply
+            raise RpcTransportError(f"broken reply from {self.url}: {exc!r}") from None
         try:
             return json.loads(raw) if raw else None
         except ValueError:
