@@ -42,7 +42,8 @@ def _table() -> str:
     lines = ["| scenario | result | figures |", "|---|---|---|"]
     for name, result, figs in _ROWS:
         shown = ", ".join(f"{k}={v}" for k, v in figs.items())
-        lines.append(f"| {name} | {result} | {shown} |")
+        cells = (name, result, shown)
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -54,3 +55,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     path = config.getoption("--faults-summary")
     if path:
         Path(path).write_text(_table(), encoding="utf-8")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "faults: real-process fault scenarios of issue 7 (tests/faults)")
