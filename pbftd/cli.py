@@ -87,7 +87,7 @@ def _cmd_testnet_up(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from config import ConfigError, load_settings
 
-    from .daemon import DaemonError, run_daemon
+    from .daemon import DaemonError, StorageStopped, run_daemon
     from .logs import configure_logging
     from .rpcservice import start_rpc
 
@@ -97,6 +97,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         run_daemon(settings, extra_services=start_rpc)
     except (ConfigError, DaemonError) as exc:
         raise UsageError(str(exc)) from None
+    except StorageStopped as exc:
+        print(f"pbftd run: {exc}", file=sys.stderr)
+        return StorageStopped.EXIT_STATUS
     return 0
 
 

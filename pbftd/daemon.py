@@ -23,7 +23,7 @@ import trio
 from config import ConfigError, Court, Genesis, Settings, load_genesis, load_private_key
 from config.settings import listen_addresses
 from p2p import Mesh, MeshConfig, PeerInfo
-from storage import NodeStore, StoreError
+from storage import NodeStore, StoreError, StoreIOError
 
 from . import evidence, sdnotify
 from .chainstore import ChainStore
@@ -36,13 +36,20 @@ from .runtime import NodeRuntime
 from .workflow_app import WorkflowApp, engine_config
 from .workflow_keeper import run_keeper
 
-__all__ = ["DaemonError", "Node", "assemble", "serve"]
+__all__ = ["DaemonError", "Node", "StorageStopped", "assemble", "serve"]
 
 log = structlog.get_logger("pbftd")
 
 
 class DaemonError(Exception):
     """Start-up cannot proceed; the message is one line for the admin."""
+
+
+class StorageStopped(Exception):
+    """A write failed other than by a full disk (EIO, fsync): its outcome is
+    unknown, so the node stopped, to restart from what is on disk."""
+
+    EXIT_STATUS = 75  # EX_TEMPFAIL: systemd's Restart=on-failure restarts it
 
 
 @dataclass
@@ -214,4 +221,12 @@ def run_daemon(settings: Settings, extra_services: Any = None) -> None:
             node = assemble(settings, stack)
         except ConfigError:
             raise
-        trio.run(lambda: serve(node, extra_services=extra_services))
+        failed = False
+        try:
+            trio.run(lambda: serve(node, extra_services=extra_services))
+        except* StoreIOError:
+            failed = True  # logged by the store as store_failed_write_error
+        if failed:
+            raise StorageStopped("a storage write failed (see the store_failed_write_error "
+                                 "log line); stopped so that a restart trusts only what is "
+                                 "on disk")
