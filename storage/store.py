@@ -8,6 +8,12 @@ Theory of operation
   ``put_meta_sync``/``put_consensus_sync`` returns, the write is in the WAL and
   the WAL is fsynced (with ``sync_writes=True``, the default). The daemon may
   acknowledge only then. Nothing is durable before that point.
+* Group commit: inside ``with store.group_commit():`` batches are written to
+  the WAL without an fsync each, and one WAL fsync on a clean exit makes them
+  all durable together. The WAL is replayed in order, so a crash before that
+  fsync loses a suffix of the group, never a write in its middle. The caller
+  must not acknowledge or send anything that depends on the group's writes
+  before the ``with`` block has returned.
 * Disk full: a write that fails with ENOSPC raises StoreFullError and makes the
   store read-only (reads keep working). ``try_recover_space()`` deletes the
   ballast, checks free space and reopens RocksDB; ``ensure_ballast()`` puts the
@@ -70,8 +76,13 @@ class NodeStore:
         self.failed = False
         self._lock = lock
         self._db: Rdict | None = db
+        self._sync_writes = sync_writes
         self._write_options = WriteOptions()
         self._write_options.sync = sync_writes
+        self._unsynced_options = WriteOptions()
+        self._unsynced_options.sync = False
+        self._grouping = False
+        self._group_dirty = False
         self._write_buffer_bytes = write_buffer_bytes
         self._ballast_bytes = ballast_bytes
         self._last_height: int | None = _scan_last_height(db)
@@ -217,12 +228,32 @@ class NodeStore:
         with self.batch() as b:
             b.put_consensus(name, value)
 
+    @contextlib.contextmanager
+    def group_commit(self) -> Iterator[None]:
+        """Make every write inside durable with one WAL fsync at the end (see
+        the module doc). Not re-entrant; an exception inside skips the fsync."""
+        assert not self._grouping, "group_commit is not re-entrant"
+        self._grouping, self._group_dirty = True, False
+        try:
+            yield
+        finally:
+            self._grouping = False
+        if self._group_dirty and self._sync_writes:
+            db = self._check_writable()
+            try:
+                db.flush_wal(True)
+            except Exception as exc:
+                self._on_write_error(exc)
+        self._group_dirty = False
+
     def _commit(self, batch: WriteBatch, height_max: int | None) -> None:
         db = self._check_writable()
+        options = self._unsynced_options if self._grouping else self._write_options
         try:
-            db.write(batch, self._write_options)
+            db.write(batch, options)
         except Exception as exc:
             self._on_write_error(exc)
+        self._group_dirty = self._grouping
         if height_max is not None and (self._last_height is None or height_max > self._last_height):
             self._last_height = height_max
 

@@ -209,3 +209,65 @@ def test_consensus_records_iterate_and_delete(tmp_path):
         with store.batch() as b:
             b.delete_consensus("view")
         assert dict(store.iter_consensus()) == {"entry/00000000000000000001": b"e1"}
+
+
+class _CountingDb:
+    """Wraps the Rdict to count WAL syncs and synced writes."""
+
+    def __init__(self, db: object) -> None:
+        self._db = db
+        self.wal_syncs = 0
+        self.synced_writes = 0
+
+    def write(self, batch: object, options: object) -> None:
+        self.synced_writes += bool(getattr(options, "sync", False))
+        self._db.write(batch, options)  # type: ignore[attr-defined]
+
+    def flush_wal(self, sync: bool) -> None:
+        self.wal_syncs += 1
+        self._db.flush_wal(sync)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._db, name)
+
+
+def test_a_group_commit_syncs_the_wal_once(store: NodeStore, data_dir: Path) -> None:
+    counting = _CountingDb(store._db)
+    store._db = counting  # type: ignore[assignment]
+    with store.group_commit():
+        put_blocks(store, range(1, 6))
+        store.put_meta_sync("note", b"inside")
+        assert store.get_block(5) == block_bytes(5)  # readable before the sync
+        assert counting.wal_syncs == 0
+    assert counting.wal_syncs == 1 and counting.synced_writes == 0
+    with store.group_commit():
+        pass  # nothing written: nothing to sync
+    assert counting.wal_syncs == 1
+    put_blocks(store, range(6, 7))  # outside a group every write is synced again
+    assert counting.synced_writes == 1
+    store._db = counting._db  # type: ignore[assignment]
+    store.close()
+    again = reopen(data_dir)
+    try:
+        assert again.last_height() == 6
+        assert again.get_meta("note") == b"inside"
+    finally:
+        again.close()
+
+
+def test_an_exception_in_a_group_skips_the_sync(store: NodeStore) -> None:
+    counting = _CountingDb(store._db)
+    store._db = counting  # type: ignore[assignment]
+    with pytest.raises(RuntimeError), store.group_commit():
+        put_blocks(store, range(1, 2))
+        raise RuntimeError("boom")
+    assert counting.wal_syncs == 0
+    with store.group_commit():  # the store is usable, and the next group syncs
+        put_blocks(store, range(2, 3))
+    assert counting.wal_syncs == 1
+    store._db = counting._db  # type: ignore[assignment]
+
+
+def test_group_commits_do_not_nest(store: NodeStore) -> None:
+    with store.group_commit(), pytest.raises(AssertionError), store.group_commit():
+        pass
