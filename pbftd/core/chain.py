@@ -18,7 +18,7 @@ the agreed batch) but skipped by execution and marked a duplicate.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import codec
@@ -33,22 +33,30 @@ RequestKey = tuple[str, str, str]
 
 @dataclass(frozen=True, slots=True)
 class Tx:
+    """One transaction; its bytes and id are computed once, at construction,
+    because execution, the stores and the indexes all ask for them."""
+
     origin: str
     sid: int
     client: str
     rid: str
     payload: bytes
+    # the canonical bytes when the caller already has them (a batch's cache)
+    raw: bytes = field(default=b"", compare=False, repr=False)
+    tx_id: bytes = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.raw:
+            object.__setattr__(self, "raw", encode_tx(self.origin, self.sid, self.client,
+                                                      self.rid, self.payload))
+        object.__setattr__(self, "tx_id", sha256(self.raw))
 
     @property
     def key(self) -> RequestKey:
         return (self.origin, self.client, self.rid)
 
     def encode(self) -> bytes:
-        return encode_tx(self.origin, self.sid, self.client, self.rid, self.payload)
-
-    @property
-    def tx_id(self) -> bytes:
-        return sha256(self.encode())
+        return self.raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +113,8 @@ class ExecutedBlock:
 
 
 def batch_txs(batch: Batch) -> tuple[Tx, ...]:
-    return tuple(Tx(s.sender, s.sid, r.client, r.rid, r.payload)
+    raws = iter(batch.txs())
+    return tuple(Tx(s.sender, s.sid, r.client, r.rid, r.payload, next(raws))
                  for s in batch.subs for r in s.requests)
 
 
@@ -130,11 +139,10 @@ def execute_batch(chain_id: str, tip: ChainTip, batch: Batch,
     fresh_t = tuple(fresh)
     digest = app_root(fresh_t) if app_root else merkle_root([t.tx_id for t in fresh_t])
     state_root = sha256(codec.encode([DOMAIN, "state", tip.state_root, digest]))
-    tx_bytes = [t.encode() for t in txs]
     header = BlockHeader(
         chain_id=chain_id, height=batch.seq, prev_hash=tip.block_hash,
         time_ms=max(batch.time_ms, tip.time_ms + 1), batch_time_ms=batch.time_ms,
-        tx_root=merkle_root(tx_bytes), tx_count=len(txs), state_root=state_root,
+        tx_root=batch.tx_root(), tx_count=len(txs), state_root=state_root,
         proposer=batch.proposer, view=batch.view,
     )
     return ExecutedBlock(header, header.hash(), txs, fresh_t)

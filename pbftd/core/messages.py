@@ -26,8 +26,9 @@ signature and every body field are checked there, and anything wrong raises
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from . import codec
@@ -81,6 +82,9 @@ class Limits:
     payload_bytes_max: int = 64 * 1024
     prepared_certs_max: int = 1_024
     blocks_per_reply_max: int = 64
+    # verified SUBMITs a Wire remembers so a PRE-PREPARE's copy is not checked again
+    opened_submits_max: int = 4_096
+    opened_submits_bytes_max: int = 32 * 1024 * 1024
 
 
 # --------------------------------------------------------------------------
@@ -188,6 +192,17 @@ class Submit(Message):
     FIELDS: ClassVar[frozenset[str]] = frozenset({"sid", "requests"})
     sid: int
     requests: tuple[Request, ...]
+    # its transactions' bytes, made on first use (see Batch.txs)
+    _txs: list[bytes] | None = field(default=None, init=False, compare=False, repr=False)
+
+    def txs(self) -> list[bytes]:
+        """Canonical bytes of this submission's transactions, in order."""
+        if self._txs is None:
+            origin, sid = self.sender, self.sid
+            object.__setattr__(self, "_txs", [encode_tx(origin, sid, r.client, r.rid, r.payload)
+                                              for r in self.requests])
+        assert self._txs is not None
+        return self._txs
 
     @property
     def key(self) -> tuple[str, int]:
@@ -245,6 +260,9 @@ class Batch:
     proposer: str
     time_ms: int
     subs: tuple[Submit, ...]
+    # The Merkle root, computed once: the digest check, execution and the
+    # block header all need it, and hashing 1000 transactions is not free.
+    _tx_root: bytes | None = field(default=None, init=False, compare=False, repr=False)
 
     @classmethod
     def null(cls, seq: int, view: int, proposer: str) -> Batch:
@@ -252,14 +270,16 @@ class Batch:
 
     def txs(self) -> list[bytes]:
         """Canonical transaction bytes, in execution order."""
-        return [encode_tx(s.sender, s.sid, r.client, r.rid, r.payload)
-                for s in self.subs for r in s.requests]
+        return [tx for s in self.subs for tx in s.txs()]
 
     def request_count(self) -> int:
         return sum(len(s.requests) for s in self.subs)
 
     def tx_root(self) -> bytes:
-        return merkle_root(self.txs())
+        if self._tx_root is None:
+            object.__setattr__(self, "_tx_root", merkle_root(self.txs()))
+        assert self._tx_root is not None
+        return self._tx_root
 
     def digest(self, chain_id: str) -> bytes:
         return batch_digest(chain_id, self.seq, self.view, self.proposer, self.time_ms,
@@ -290,7 +310,7 @@ class Batch:
 
 def encode_tx(origin: str, sid: int, client: str, rid: str, payload: bytes) -> bytes:
     """The one encoding of a transaction: Merkle leaf and tx id preimage."""
-    return codec.encode([origin, sid, client, rid, payload])
+    return codec.encode((origin, sid, client, rid, payload))
 
 
 def batch_digest(chain_id: str, seq: int, view: int, proposer: str, time_ms: int,
@@ -582,6 +602,11 @@ class Wire:
         self.submitters = dict(submitters) if submitters else validators.as_dict()
         for node_id, key in validators.as_dict().items():
             self.submitters.setdefault(node_id, key)
+        self._validator_keys = validators.as_dict()
+        # SUBMITs opened lately, by signature: the same envelope comes back
+        # inside the PRE-PREPARE (and view changes) that orders it.
+        self._submits: OrderedDict[bytes, Submit] = OrderedDict()
+        self._submits_bytes = 0
 
     def open(self, frame: bytes) -> tuple[Message, Any]:
         """Decode a link frame; returns the message and its raw ``extra``."""
@@ -610,6 +635,32 @@ class Wire:
         signed, sig = raw
         if type(signed) is not bytes or type(sig) is not bytes or len(sig) != SIGNATURE_BYTES:
             raise ProtocolError("bad_envelope", "envelope fields")
+        if expected is None or expected is Submit:
+            known = self._submits.get(sig)
+            if known is not None and known.env.signed == signed:
+                # These exact bytes were decoded, checked and verified before.
+                # One reuse is what the memory is for: forget it, so it holds
+                # only submissions not yet seen in a PRE-PREPARE.
+                del self._submits[sig]
+                self._submits_bytes -= len(signed)
+                return known
+        msg = self._open_envelope(signed, sig, expected)
+        if type(msg) is Submit:
+            self._remember_submit(msg)
+        return msg
+
+    def _remember_submit(self, msg: Submit) -> None:
+        limits = self.limits
+        if msg.env.sig in self._submits:
+            return
+        self._submits[msg.env.sig] = msg
+        self._submits_bytes += len(msg.env.signed)
+        while (len(self._submits) > limits.opened_submits_max
+               or self._submits_bytes > limits.opened_submits_bytes_max):
+            _, old = self._submits.popitem(last=False)
+            self._submits_bytes -= len(old.env.signed)
+
+    def _open_envelope(self, signed: bytes, sig: bytes, expected: type[Message] | None) -> Message:
         try:
             head = codec.decode(signed, size_max=self.limits.frame_bytes_max)
         except codec.DecodeError as exc:
@@ -624,7 +675,7 @@ class Wire:
             raise ProtocolError("wrong_type", f"unexpected message type {type_!r}")
         # Observers may submit, fetch and serve blocks (BLOCKS are checked by
         # their commit certificates); only validators may vote.
-        keys = self.submitters if cls in (Submit, Fetch, Blocks) else self.validators.as_dict()
+        keys = self.submitters if cls in (Submit, Fetch, Blocks) else self._validator_keys
         if type(sender) is not str or sender not in keys:
             raise ProtocolError("unknown_sender", f"{sender!r} may not send {type_}")
         if not self.verifier.verify(keys[sender], signed, sig):
