@@ -85,6 +85,7 @@ def make_config(**overrides: Any) -> ReplicaConfig:
         "watermark_window": 8,
         "batch_wait_ms": 0,
         "pipeline_depth_max": 4,
+        "partial_depth_max": 4,  # most rule tests pipeline partial batches
         "request_timeout_ms": 1_000,
         "view_change_timeout_ms": 2_000,
         "status_interval_ms": 500,
