@@ -187,12 +187,27 @@ class Dispatcher:
                           string_chars_max: int = STRING_CHARS_MAX) -> bytes | None:
         """Bytes in, bytes out (None: send no body); what every transport shell calls."""
         try:
-            request = parse_request_body(body, depth_max=depth_max,
-                                         string_chars_max=string_chars_max,
-                                         batch_len_max=self.batch_len_max)
+            request = self.parse_body(body, depth_max=depth_max,
+                                      string_chars_max=string_chars_max)
         except RpcError as error:
-            self._observe(None, error.code, time.monotonic())
-            return encode_response(error_response(None, error))
+            return self.refuse_body(error)
+        return await self.handle_parsed(request, ctx)
+
+    def parse_body(self, body: bytes, *, depth_max: int = DEPTH_MAX,
+                   string_chars_max: int = STRING_CHARS_MAX) -> Any:
+        """The request a body holds; raises RpcError (answer it with ``refuse_body``).
+        For a shell that must look at the request first (the rate limiter counts
+        its calls) and then hands it to ``handle_parsed``: parsed once, not twice."""
+        return parse_request_body(body, depth_max=depth_max, string_chars_max=string_chars_max,
+                                  batch_len_max=self.batch_len_max)
+
+    def refuse_body(self, error: RpcError) -> bytes:
+        """The answer to a body that does not parse."""
+        self._observe(None, error.code, time.monotonic())
+        return encode_response(error_response(None, error))
+
+    async def handle_parsed(self, request: Any, ctx: RpcContext) -> bytes | None:
+        """A parsed body in, bytes out (None: send no body)."""
         response = await self.handle(request, ctx)
         return None if response is None else encode_response(response)
 

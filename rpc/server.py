@@ -63,7 +63,6 @@ from .ratelimit import (
     rate_limited_error,
     retry_after_header,
 )
-from .strict_json import parse_request_body
 from .ws import WsEndpoint, WsLimits
 
 __all__ = ["Auth", "RpcLimits", "hypercorn_config", "make_app", "serve_rpc"]
@@ -245,24 +244,20 @@ class _RpcApp:
             return too_large
         except _Disconnected:
             return None
+        try:
+            request = self.dispatcher.parse_body(body, depth_max=self.limits.depth_max,
+                                                 string_chars_max=self.limits.string_chars_max)
+        except RpcError as error:
+            return _Response(200, self.dispatcher.refuse_body(error))
         if self.rate_limiter is not None:
-            try:
-                request = parse_request_body(body, depth_max=self.limits.depth_max,
-                                             string_chars_max=self.limits.string_chars_max,
-                                             batch_len_max=self.dispatcher.batch_len_max)
-            except RpcError:
-                pass  # the dispatcher answers it below
-            else:
-                wait = self.rate_limiter.take(key, call_count(request))
-                if wait is not None:
-                    return _too_many(wait, request=request)
-        return await self._dispatch(body, ctx, timeout_s)
+            wait = self.rate_limiter.take(key, call_count(request))
+            if wait is not None:
+                return _too_many(wait, request=request)
+        return await self._dispatch(request, ctx, timeout_s)
 
-    async def _dispatch(self, body: bytes, ctx: RpcContext, timeout_s: float) -> _Response:
+    async def _dispatch(self, request: Any, ctx: RpcContext, timeout_s: float) -> _Response:
         with trio.move_on_after(timeout_s) as scope:
-            answer = await self.dispatcher.handle_body(
-                body, ctx, depth_max=self.limits.depth_max,
-                string_chars_max=self.limits.string_chars_max)
+            answer = await self.dispatcher.handle_parsed(request, ctx)
         if scope.cancelled_caught:
             return _rpc_error(200, TIMEOUT, "timeout",
                               request_timeout_ms=self.limits.request_timeout_ms)
