@@ -21,7 +21,8 @@ DESCRIPTION = (
     "errors, view changes, and CPU seconds and peak RSS per node. Modes: attest (single "
     "evidence.attest calls, closed loop), batch (evidence.attestBatch, closed loop), open "
     "(open loop at --rate; latency from the scheduled send time), mixed (attest plus "
-    "evidence.verify reads). A progress line goes to stderr; --json writes the report.")
+    "evidence.verify reads), catchup (load --count attestations, wipe one validator, time "
+    "until it has caught up). A progress line goes to stderr; --json writes the report.")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,6 +54,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="client-side limit on one call (default 60)")
     p.add_argument("--keep-dir", metavar="DIR",
                    help="local cluster: create it in DIR (must be empty) and keep it")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   dest="settings",
+                   help="local cluster: a node setting for every node, as in config.toml, "
+                        "e.g. consensus.pipeline_depth_max=4 (repeatable)")
+    p.add_argument("--count", type=int, default=100_000,
+                   help="catchup: attestations to load before wiping one validator "
+                        "(default 100000)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
 
 
@@ -62,7 +70,8 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         rpc=list(args.rpc), tokens=list(args.token), clients=args.clients,
         batch_size=args.batch_size, rate=args.rate, read_ratio=args.read_ratio,
         duration_s=args.duration, warmup_s=args.warmup, title_chars=args.title_chars,
-        call_timeout_s=args.call_timeout, keep_dir=args.keep_dir).check()
+        call_timeout_s=args.call_timeout, keep_dir=args.keep_dir,
+        settings=list(args.settings), count=args.count).check()
 
 
 def run_command(args: argparse.Namespace) -> int:

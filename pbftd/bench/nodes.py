@@ -22,8 +22,8 @@ from pathlib import Path
 
 from ..testnet import free_base_port, init_testnet
 
-__all__ = ["LocalCluster", "ProcSample", "Target", "free_base_port", "metric_value",
-           "proc_sample"]
+__all__ = ["LocalCluster", "ProcSample", "Target", "apply_settings", "free_base_port",
+           "metric_value", "proc_sample"]
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -78,12 +78,32 @@ def metric_value(text: str, name: str) -> float | None:
     return None
 
 
+def apply_settings(config: Path, settings: list[str]) -> None:
+    """Set ``section.key=value`` lines (TOML values) in a testnet config.toml:
+    replace the key if its section has it, else add it under the section."""
+    lines = config.read_text().splitlines()
+    for setting in settings:
+        name, _, value = setting.partition("=")
+        section, _, key = name.partition(".")
+        header = f"[{section}]"
+        if header not in lines:
+            lines += ["", header]
+        start = lines.index(header) + 1
+        end = next((i for i in range(start, len(lines)) if lines[i].startswith("[")),
+                   len(lines))
+        lines[start:end] = [ln for ln in lines[start:end]
+                            if ln.split("=")[0].strip() != key]
+        lines.insert(start, f"{key} = {value.strip()}")
+    config.write_text("\n".join(lines) + "\n")
+
+
 class LocalCluster:
     """A fresh testnet in a temporary directory, as one process per court."""
 
     def __init__(self, validators: int, observers: int = 0, keep_dir: str | None = None,
-                 stop_grace_s: float = 15.0) -> None:
+                 stop_grace_s: float = 15.0, settings: list[str] | None = None) -> None:
         self.validators, self.observers = validators, observers
+        self.settings = list(settings or ())
         self.stop_grace_s = stop_grace_s
         self.keep_dir = Path(keep_dir) if keep_dir else None
         self.directory: Path | None = None
@@ -100,16 +120,36 @@ class LocalCluster:
         total = self.validators + self.observers
         courts = init_testnet(self.directory, self.validators, free_base_port(2 * total),
                               chain_id="court-bench", observers=self.observers)
+        self._courts = {court.court_id: court for court in courts}
         for i, court in enumerate(courts):
+            apply_settings(court.config, self.settings)
             token = (court.folder / "admin.token").read_text().strip()
-            with (court.folder / "pbftd.log").open("ab") as log:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "pbftd.cli", "run", "--config", str(court.config)],
-                    stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-            self.procs[court.court_id] = proc
+            proc = self._spawn(court.court_id)
             self.targets.append(Target(court.court_id, court.rpc_url, token,
                                        validator=i < self.validators, pid=proc.pid))
         return self.targets
+
+    def _spawn(self, court_id: str) -> subprocess.Popen[bytes]:
+        court = self._courts[court_id]
+        with (court.folder / "pbftd.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pbftd.cli", "run", "--config", str(court.config)],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        self.procs[court_id] = proc
+        return proc
+
+    def restart_wiped(self, target: Target) -> None:
+        """Stop one daemon, delete its data directory, start it again empty."""
+        proc = self.procs[target.court_id]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=self.stop_grace_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(self._courts[target.court_id].folder / "data")
+        target.pid = self._spawn(target.court_id).pid
 
     def exited(self) -> list[str]:
         """Courts whose daemon has exited, with status and log path."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -10,9 +11,11 @@ from .http import split_url
 
 __all__ = ["MODES", "VALIDATOR_COUNTS", "BenchOptions", "OptionError"]
 
-MODES = ("attest", "batch", "open", "mixed")
+MODES = ("attest", "batch", "open", "mixed", "catchup")
 VALIDATOR_COUNTS = (4, 7, 10)
-DEFAULT_CLIENTS = {"attest": 64, "batch": 8, "open": 256, "mixed": 64}
+DEFAULT_CLIENTS = {"attest": 64, "batch": 8, "open": 256, "mixed": 64, "catchup": 8}
+# --set section.key=value: a node setting for every node of the local cluster
+_SETTING = re.compile(r"^[a-z_]+\.[a-z_]+=\S.*$")
 
 
 class OptionError(ValueError):
@@ -36,6 +39,8 @@ class BenchOptions:
     call_timeout_s: float = 60.0
     keep_dir: str | None = None  # local cluster: keep its directory here
     stop_grace_s: float = 15.0
+    settings: list[str] = field(default_factory=list)  # "section.key=toml value"
+    count: int = 100_000  # catchup: attestations loaded before the wipe
 
     @property
     def local(self) -> bool:
@@ -65,6 +70,15 @@ class BenchOptions:
                                   f"not {len(self.tokens)}")
             if self.keep_dir:
                 raise OptionError("--keep-dir is only for a local cluster")
+            if self.settings:
+                raise OptionError("--set is only for a local cluster")
+            if self.mode == "catchup":
+                raise OptionError("--mode catchup needs a local cluster")
+        for setting in self.settings:
+            if not _SETTING.match(setting):
+                raise OptionError(f"--set {setting!r}: expected section.key=value")
+        if not 1 <= self.count <= 100_000_000:
+            raise OptionError("--count must be between 1 and 100000000")
         if self.clients is None:
             self.clients = DEFAULT_CLIENTS[self.mode]
         if not 1 <= self.clients <= 4096:
@@ -98,4 +112,6 @@ class BenchOptions:
             out.pop("batch_size")
         if self.mode != "mixed":
             out.pop("read_ratio")
+        if self.mode != "catchup":
+            out.pop("count")
         return out

@@ -76,6 +76,8 @@ def format_report(r: dict[str, Any]) -> list[str]:
         lines.append(f"  node        {node['court_id']:<22} "
                      + (f"cpu {cpu:6.2f} s  " if cpu is not None else "cpu    -    ")
                      + (f"peak rss {rss:6.1f} MB  " if rss is not None else "")
+                     + (f"(+{node['rss_peak_growth_after_1min_pct']}% after 1 min)  "
+                        if "rss_peak_growth_after_1min_pct" in node else "")
                      + f"views {node['view_before']}->{node['view_after']}")
     if r.get("bench_cpu_seconds") is not None:
         lines.append(f"  bench       this process used {r['bench_cpu_seconds']:.2f} CPU s "

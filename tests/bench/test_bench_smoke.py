@@ -11,9 +11,12 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+
+from pbftd.bench.nodes import apply_settings
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -78,8 +81,37 @@ def test_open_loop_smoke(tmp_path: Path) -> None:
     assert ol["max_send_lag_ms"] >= 0
 
 
+def test_catchup_smoke(tmp_path: Path) -> None:
+    """Load a little, wipe a validator, and it catches up; --set reaches the nodes."""
+    report, stdout = _bench(tmp_path, "--mode", "catchup", "--count", "300",
+                            "--batch-size", "100", "--clients", "2",
+                            "--set", "consensus.pipeline_depth_max=4", timeout_s=170)
+    assert report["mode"] == "catchup"
+    assert report["load"]["committed"] == 300 and report["load"]["failed"] == 0
+    assert report["height"] > 0
+    assert report["catchup_seconds"] >= report["startup_seconds"] > 0
+    assert report["node"]["rss_peak_mb"] > 0
+    assert report["config"]["settings"] == ["consensus.pipeline_depth_max=4"]
+    assert "caught up" in stdout
+
+
+def test_settings_land_in_the_nodes_config(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('court_id = "x"\n\n[consensus]\nrequest_timeout_ms = 2000\n'
+                      '\n[[rpc.tokens]]\nname = "admin"\n')
+    apply_settings(config, ["consensus.request_timeout_ms=5000",
+                            "consensus.pipeline_depth_max=2", "storage.sync_writes=false"])
+    parsed = tomllib.loads(config.read_text())
+    assert parsed["consensus"] == {"request_timeout_ms": 5000, "pipeline_depth_max": 2}
+    assert parsed["storage"] == {"sync_writes": False}
+    assert parsed["rpc"]["tokens"] == [{"name": "admin"}]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--mode", "open"], "--mode open needs --rate"),
+    (["--set", "pipeline=2"], "expected section.key=value"),
+    (["--mode", "catchup", "--rpc", "http://127.0.0.1:1/", "--token", "t"],
+     "needs a local cluster"),
     (["--mode", "open", "--rate", "0"], "--rate must be positive"),
     (["--validators", "5"], "--validators must be 4, 7 or 10"),
     (["--duration", "-1"], "--duration must be positive"),
