@@ -87,6 +87,11 @@ class CommitWaiter:
 _Submission = tuple[tuple[Request, ...], CommitWaiter]
 
 
+# A wall-clock step back larger than this rebuilds the replica (see
+# NodeRuntime._follow_clock_step_back); smaller ones are absorbed by now_ms.
+CLOCK_STEP_BACK_MS = 1_000
+
+
 class NodeRuntime:
     def pending_waiters(self) -> int:
         return len(self._waiters)
@@ -159,6 +164,7 @@ class NodeRuntime:
             if self.read_only_reason is not None:
                 self._refuse(group.popleft())
                 continue
+            self._follow_clock_step_back()
             try:
                 with self.chain.store.group_commit():
                     while group and self.read_only_reason is None:
@@ -259,16 +265,48 @@ class NodeRuntime:
                 return
 
     def _resume(self) -> None:
-        """Rebuild the replica from disk: its memory may be ahead of it."""
         assert self._make_replica is not None, "read-only mode needs make_replica"
         self.read_only_reason = None
+        self.log.warning("storage_recovered", height=self.chain.tip().height)
+        self._rebuild_replica()
+
+    def _rebuild_replica(self) -> None:
+        """Rebuild the replica from disk, as after a crash: its memory may be
+        ahead of the disk (a failed write) or of the clock (a step back)."""
+        assert self._make_replica is not None
         self._armed.clear()
         self.chain.reload_tip()
         self.replica = self._make_replica()
-        self.log.warning("storage_recovered", height=self.chain.tip().height)
         with self.chain.store.group_commit():
             self._start_replica()
         self._deliver()
+
+    # ------------------------------------------------------------ clock
+
+    def _follow_clock_step_back(self) -> None:
+        """Follow the wall clock when it steps back (NTP correcting a clock
+        that ran ahead, an admin fixing the date).
+
+        ``now_ms`` never goes back, so after a step back of D it would stand
+        still for D: the replica would refuse every PRE-PREPARE as too far
+        from its frozen time and never see itself as stuck, sitting out
+        consensus until the next stable checkpoint (fault scenarios 10, 10b).
+        Every time the replica holds (timers, progress, proposals) may be
+        ahead of the corrected clock, so it is rebuilt from its durable
+        records, exactly as after a crash, and the clock starts again from
+        the wall time; the persisted submission id and the chain's block
+        times keep ids and block times from repeating or going back.
+        """
+        wall = int(self._clock() * 1000)
+        if self._make_replica is None or wall >= self._last_now - CLOCK_STEP_BACK_MS:
+            return
+        r = self.replica
+        self.log.warning("clock_stepped_back", by_ms=self._last_now - wall, view=r.view,
+                         seq=r.next_exec, height=self.chain.tip().height,
+                         action="replica rebuilt from disk, as after a restart")
+        self.stats["clock_steps_back"] += 1
+        self._last_now = wall
+        self._rebuild_replica()
 
     # ------------------------------------------------------------ inputs
 
