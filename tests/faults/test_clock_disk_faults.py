@@ -46,20 +46,29 @@ def _wrapped(directory: Path) -> WrappedCluster:
     return WrappedCluster(directory, init_testnet(directory, 4, free_base_port(8)))
 
 
+def _skewed_cluster(tmp_path: Path, index: int,
+                    offset: str) -> tuple[WrappedCluster, str, Path]:
+    """A cluster whose node ``index`` runs under libfaketime, its offset read
+    from a file on every call (rewrite the file to jump its clock); only the
+    wall clock moves (DONT_FAKE_MONOTONIC), as NTP or an admin would move it."""
+    require_tool("faketime")
+    if not LIBFAKETIME.exists():
+        pytest.skip(f"needs {LIBFAKETIME} (package faketime)")
+    cluster = _wrapped(tmp_path / "testnet")
+    skewed = cluster.ids[index]
+    offset_file = tmp_path / "faketime-offset"
+    offset_file.write_text(offset + "\n")
+    cluster.env[skewed] = {"LD_PRELOAD": str(LIBFAKETIME), "DONT_FAKE_MONOTONIC": "1",
+                           "FAKETIME_TIMESTAMP_FILE": str(offset_file), "FAKETIME_NO_CACHE": "1"}
+    return cluster, skewed, offset_file
+
+
 # ---------------------------------------------------------------- 10
 
 
 def test_one_clock_off_by_an_hour_and_jumping(tmp_path: Path, figures: dict[str, Any]) -> None:
     """10. one node's wall clock off by an hour and jumping"""
-    require_tool("faketime")
-    if not LIBFAKETIME.exists():
-        pytest.skip(f"needs {LIBFAKETIME} (package faketime)")
-    cluster = _wrapped(tmp_path / "testnet")
-    skewed = cluster.ids[0]  # the primary of view 0
-    offset_file = tmp_path / "faketime-offset"
-    offset_file.write_text("+1h\n")
-    cluster.env[skewed] = {"LD_PRELOAD": str(LIBFAKETIME), "DONT_FAKE_MONOTONIC": "1",
-                           "FAKETIME_TIMESTAMP_FILE": str(offset_file), "FAKETIME_NO_CACHE": "1"}
+    cluster, skewed, offset_file = _skewed_cluster(tmp_path, 0, "+1h")  # the primary of view 0
     try:
         cluster.start_all()
         cluster.wait_ready()
@@ -87,15 +96,7 @@ def test_one_clock_off_by_an_hour_and_jumping(tmp_path: Path, figures: dict[str,
 
 def test_clock_ahead_then_corrected_votes_again(tmp_path: Path, figures: dict[str, Any]) -> None:
     """10b. a backup's clock 5 min ahead, then corrected (as NTP would)"""
-    require_tool("faketime")
-    if not LIBFAKETIME.exists():
-        pytest.skip(f"needs {LIBFAKETIME} (package faketime)")
-    cluster = _wrapped(tmp_path / "testnet")
-    skewed = cluster.ids[2]  # a backup in view 0
-    offset_file = tmp_path / "faketime-offset"
-    offset_file.write_text("+5m\n")
-    cluster.env[skewed] = {"LD_PRELOAD": str(LIBFAKETIME), "DONT_FAKE_MONOTONIC": "1",
-                           "FAKETIME_TIMESTAMP_FILE": str(offset_file), "FAKETIME_NO_CACHE": "1"}
+    cluster, skewed, offset_file = _skewed_cluster(tmp_path, 2, "+5m")  # a backup in view 0
     try:
         cluster.start_all()
         cluster.wait_ready()
