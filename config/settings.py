@@ -195,6 +195,10 @@ class ConsensusSettings:
     pipeline_depth_max: int = setting(
         8, parse=_int(1, 1024), doc="batches in flight at once (primary only), batches"
     )
+    partial_depth_max: int = setting(
+        1, parse=_int(1, 1024),
+        doc="a batch that is not full waits while this many are in flight, batches",
+    )
 
     def problems(self) -> Iterator[tuple[str, str]]:
         if self.batch_wait_ms >= self.request_timeout_ms:

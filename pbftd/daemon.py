@@ -82,6 +82,7 @@ def replica_config(settings: Settings, genesis: Genesis) -> ReplicaConfig:
         watermark_window=genesis.consensus.watermark_window_blocks,
         batch_requests_max=c.batch_requests_max, batch_bytes_max=c.batch_bytes_max,
         batch_wait_ms=c.batch_wait_ms, pipeline_depth_max=c.pipeline_depth_max,
+        partial_depth_max=c.partial_depth_max,
         request_timeout_ms=c.request_timeout_ms, view_change_timeout_ms=c.view_change_timeout_ms,
         block_time_skew_max_ms=c.block_time_skew_max_ms)
 

@@ -80,6 +80,7 @@ BRIEF_DEFAULTS = {
         view_change_timeout_ms=4000,
         block_time_skew_max_ms=30000,
         pipeline_depth_max=8,
+        partial_depth_max=1,
     ),
     "storage": dict(sync_writes=True, ballast_bytes=134_217_728, write_buffer_bytes=67_108_864),
     "rpc": dict(
@@ -172,7 +173,7 @@ BOOL_FIELDS = [(s, f) for s, f in _scalar_fields() if f.type is bool]
 
 def test_schema_has_the_expected_number_of_int_and_bool_keys():
     # Guards the parametrized type tests below against silently testing nothing.
-    assert len(INT_FIELDS) == 21
+    assert len(INT_FIELDS) == 22
     assert len(BOOL_FIELDS) == 5
 
 
