@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import dropwhile
 from typing import Any
 
 from config import Genesis
@@ -70,12 +69,8 @@ class StoreState:
 
     def iter_prefix(self, prefix: bytes,
                     start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
-        # NodeStore iterates from the prefix; keys below ``start`` are skipped
-        # here (a seek would need a storage API: linear in the skipped keys).
-        items = self.store.iter_state(prefix)
-        if start is None or start <= prefix:
-            return iter(items)
-        return dropwhile(lambda kv: kv[0] < start, items)
+        items: Iterator[tuple[bytes, bytes]] = self.store.iter_state(prefix, start)
+        return items
 
     def _writable(self) -> Any:
         if self.batch is None:

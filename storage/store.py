@@ -194,12 +194,16 @@ class NodeStore:
                 return
             yield keys.decode_height(key[len(keys.PREFIX_BLOCK) :]), value
 
-    def iter_state(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        """(app key, value) for every state key starting with `prefix`, in key order."""
+    def iter_state(self, prefix: bytes = b"",
+                   start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """(app key, value) for every state key starting with `prefix`, in key
+        order; with `start`, only keys >= `start` (RocksDB seeks there: a page
+        of a long listing costs the page, not what comes before it)."""
         keys.check_value("state prefix", prefix)
-        start = keys.PREFIX_STATE + prefix
-        for key, value in self._require_db().items(from_key=start):
-            if not key.startswith(start):
+        within = keys.PREFIX_STATE + prefix
+        begin = within if start is None or start <= prefix else keys.PREFIX_STATE + start
+        for key, value in self._require_db().items(from_key=begin):
+            if not key.startswith(within):
                 return
             yield key[len(keys.PREFIX_STATE) :], value
 

@@ -67,6 +67,16 @@ def test_delete_state_and_iter_state_by_prefix(store: NodeStore) -> None:
     assert store.get_state(b"a/2") is None
 
 
+def test_iter_state_from_a_start_key_stays_within_the_prefix(store: NodeStore) -> None:
+    with store.batch() as b:
+        for key in (b"a/1", b"a/2", b"a/3", b"b/1"):
+            b.put_state(key, key.upper())
+    assert [k for k, _ in store.iter_state(b"a/", b"a/2")] == [b"a/2", b"a/3"]
+    assert [k for k, _ in store.iter_state(b"a/", b"a/25")] == [b"a/3"]
+    assert [k for k, _ in store.iter_state(b"a/", b"a/9")] == []
+    assert [k for k, _ in store.iter_state(b"a/", b"")] == [b"a/1", b"a/2", b"a/3"]
+
+
 def test_iter_state_does_not_leak_into_next_keyspace(store: NodeStore) -> None:
     """``s/`` is followed by ``t/``; an empty prefix must stop at the boundary."""
     with store.batch() as b:

@@ -150,3 +150,25 @@ def test_each_workflow_topic_needs_its_read_scope() -> None:
     # the scope is right: refused only for want of a WebSocket
     assert _subscribe({"case:read", "enforcement:read"},
                       ["case.due", "agency.reported"])["error"]["code"] == -32006
+
+
+def test_store_state_lists_from_a_start_key_like_memory_state(tmp_path: Path) -> None:
+    """Paged reads (case.list's ``after``, enforcement.expiring) seek in
+    RocksDB; they must list exactly what the engine's in-memory State does."""
+    from pbftd.workflows import MemoryState
+    from storage import NodeStore
+
+    store = NodeStore.open(tmp_path / "node", write_buffer_bytes=1 << 20, ballast_bytes=0)
+    try:
+        memory = MemoryState()
+        keys = [b"wf/x/" + bytes([i]) for i in (1, 2, 3, 250)] + [b"wf/y/1"]
+        with store.batch() as b:
+            for key in keys:
+                b.put_state(key, key)
+                memory.put(key, key)
+        on_disk = StoreState(store)
+        for start in (None, b"", b"wf/x/", b"wf/x/\x02", b"wf/x/\x02\x00", b"wf/x/\xff", b"wf/z"):
+            assert list(on_disk.iter_prefix(b"wf/x/", start)) == \
+                list(memory.iter_prefix(b"wf/x/", start)), start
+    finally:
+        store.close()
