@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from pbftd.testnet import CourtFiles, free_base_port, init_testnet
 from rpc.client import RpcCallError, RpcClient, RpcTransportError
@@ -54,6 +54,17 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any
             detail = f" (last error: {last_error})" if last_error else ""
             raise WaitTimeout(f"timed out after {timeout_s:.0f}s waiting for {what}{detail}")
         time.sleep(POLL_S)
+
+
+def fill_disk(path: Path) -> None:
+    """Write zeros to ``path`` until the file system is full (ENOSPC)."""
+    with path.open("wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+        except OSError:
+            pass
 
 
 def random_sha256() -> str:
@@ -188,13 +199,19 @@ class Cluster:
     @contextlib.contextmanager
     def running(cls, directory: Path, nodes: int = 4) -> Iterator[Cluster]:
         """A fresh testnet of ``nodes`` courts, started and ready; killed after."""
-        cluster = cls.create(directory, nodes=nodes)
-        try:
-            cluster.start_all()
-            cluster.wait_ready()
+        with cls.create(directory, nodes=nodes).serving() as cluster:
             yield cluster
+
+    @contextlib.contextmanager
+    def serving(self, timeout_s: float = 60.0) -> Iterator[Self]:
+        """This cluster's daemons started and ready (for a testnet a test has
+        adjusted after ``create``); killed after."""
+        try:
+            self.start_all()
+            self.wait_ready(timeout_s=timeout_s)
+            yield self
         finally:
-            cluster.close()
+            self.close()
 
     def close(self) -> None:
         """SIGKILL every daemon this cluster started that is still alive."""

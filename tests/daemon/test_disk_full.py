@@ -21,7 +21,7 @@ import pytest
 from pbftd.testnet import init_testnet
 from rpc.client import RpcCallError, RpcClient
 
-from .harness import free_base_port, wait_until
+from .harness import fill_disk, free_base_port, wait_until
 
 
 @pytest.fixture
@@ -73,13 +73,7 @@ def test_disk_full_stops_acks_keeps_reads_and_recovers(small_disk) -> None:
 
     acked = [attest(0)]
     filler = data / "filler"
-    with open(filler, "wb") as f:  # take every free byte but the ballast's worth
-        try:
-            while True:
-                f.write(b"\0" * (1 << 20))
-                f.flush()
-        except OSError:
-            pass
+    fill_disk(filler)  # every free byte but the ballast's worth
     refused, i = None, 1
     while refused is None and i < 5_000:
         try:

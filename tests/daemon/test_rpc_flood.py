@@ -25,13 +25,8 @@ JSON = ("content-type", "application/json")
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Cluster:
-    c = Cluster.create(tmp_path / "testnet", nodes=1)
-    try:
-        c.start_all()
-        c.wait_ready(timeout_s=60)
+    with Cluster.create(tmp_path / "testnet", nodes=1).serving() as c:
         yield c
-    finally:
-        c.close()
 
 
 def _body(method: str, params: dict | None = None, id_: int = 1) -> bytes:

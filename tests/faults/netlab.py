@@ -287,13 +287,8 @@ def netns_cluster(directory: Path) -> Iterator[NetnsCluster]:
     lab.down()  # leftovers of a killed run with the same pid
     try:
         lab.up()
-        cluster = NetnsCluster.create_in(directory, lab)
-        try:
-            cluster.start_all()
-            cluster.wait_ready()
+        with NetnsCluster.create_in(directory, lab).serving() as cluster:
             yield cluster
-        finally:
-            cluster.close()
     finally:
         lab.heal()
         lab.down()

@@ -24,7 +24,14 @@ import pytest
 from pbftd.daemon import StorageStopped
 from pbftd.testnet import free_base_port, init_testnet
 from rpc.client import RpcCallError
-from tests.daemon.harness import LoadLoop, backups, random_sha256, wait_until
+from tests.daemon.harness import (
+    LoadLoop,
+    backups,
+    fill_disk,
+    log_events,
+    random_sha256,
+    wait_until,
+)
 
 from .faultlib import (
     WrappedCluster,
@@ -105,7 +112,10 @@ def test_clock_ahead_then_corrected_votes_again(tmp_path: Path, figures: dict[st
             with LoadLoop(cluster, others[1]) as load:
                 load.wait_commits(40, 60, f"with {skewed}'s clock 5 min ahead")
             offset_file.write_text("+0\n")  # corrected: its wall clock is right again
-            time.sleep(5)
+            log = cluster.log_path(skewed)
+            wait_until(lambda: any(e.get("event") == "clock_stepped_back"
+                                   for e in log_events(log)),
+                       10, f"{skewed} to follow its clock back (clock_stepped_back)")
             figures["s1_height"] = check_same_blocks(cluster, cluster.ids)
             # A node with a correct clock must vote and execute again: its own
             # client's write commits within L1's 10 s.
@@ -154,13 +164,7 @@ def test_disk_full_on_one_node(tmp_path: Path, figures: dict[str, Any]) -> None:
         with Monotonic(cluster, cluster.ids) as mono, LoadLoop(cluster, via) as load, \
                 LoadLoop(cluster, victim) as through_victim:
             through_victim.wait_commits(5, 20, "through the victim before the disk fills")
-            with open(filler, "wb") as f:  # every free byte
-                try:
-                    while True:
-                        f.write(b"\0" * (1 << 20))
-                        f.flush()
-                except OSError:
-                    pass
+            fill_disk(filler)
             t0 = time.monotonic()
             wait_until(lambda: _health(cluster, victim)[0] == 503, 60,
                        f"{victim} to report that it cannot write")

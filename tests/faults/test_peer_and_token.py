@@ -57,12 +57,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
         "agency": ["agency:gongan-jl"],
         "cases": ["case:read", "case:write"],
     })
-    try:
-        c.start_all()
-        c.wait_ready(timeout_s=60)
+    with c.serving():
         yield c
-    finally:
-        c.close()
 
 
 def _snapshot(cluster: Cluster) -> dict[str, tuple[Any, ...]]:
