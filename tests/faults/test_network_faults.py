@@ -98,7 +98,11 @@ def test_partitions_primary_alone_then_two_two(
         after = _heights(cluster, cluster.ids)
         figures["commits_2_2"] = split_commits + load.count() - acked_before
         assert figures["commits_2_2"] == 0, f"commits without a quorum: {figures['commits_2_2']}"
-        assert before == after, f"heights moved in a 2|2 split: {before} -> {after}"
+        # A node that lagged (the old primary, just rejoined) may still fetch
+        # blocks committed before the split from its side's partner; no node
+        # may go past the highest height committed before it.
+        assert max(after.values()) == max(before.values()), \
+            f"new blocks committed in a 2|2 split: {before} -> {after}"
         t1 = time.monotonic()
         cluster.lab.heal()
         load.wait_commits(1, 60, "after healing the 2|2 split")
