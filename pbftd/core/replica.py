@@ -792,8 +792,11 @@ class Replica:
         out: list[Action] = []
         if TIMER_NEW_VIEW not in self.timers:
             exp = min(self.vc_attempts, self.cfg.view_change_backoff_exp_max)
-            out.append(self._set(TIMER_NEW_VIEW,
-                                 now_ms + self.cfg.view_change_timeout_ms * (2 ** exp)))
+            wait_ms = self.cfg.view_change_timeout_ms * (2 ** exp)
+            # The note makes the exponential backoff observable in the log:
+            # when the next primary also fails, its timer shows the doubling.
+            out += [self._set(TIMER_NEW_VIEW, now_ms + wait_ms),
+                    Note("new_view_timer_set", {"view": self.view, "timeout_ms": wait_ms})]
         if self.is_primary and self.new_view_sent < self.view and len(vcs) >= self.vals.quorum:
             out += self._send_new_view(vcs, now_ms)
         return out
