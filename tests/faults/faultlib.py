@@ -140,23 +140,33 @@ def fresh_cluster(tmp_path: Path, nodes: int = 4) -> Iterator[Cluster]:
         yield cluster
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
 @dataclasses.dataclass
 class WrappedCluster(Cluster):
-    """A Cluster whose daemons can each get a command prefix (``fiu-run -x``)
-    and extra environment (libfaketime); the pid stays the daemon's, since
-    both wrappers exec the command."""
+    """A Cluster whose daemons can each get a command prefix (``fiu-run -x``),
+    extra environment (libfaketime) and a test launcher in place of
+    ``-m pbftd.cli`` (``msgshim.launcher_args``: it patches, then calls
+    pbftd.cli's main in the same process); the pid stays the daemon's, since
+    the wrappers exec the command and the launcher is the daemon."""
 
     prefix: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     env: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+    launcher: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     def start(self, court_id: str) -> subprocess.Popen[bytes]:
         court = self.court(court_id)
         assert court_id not in self.procs or self.procs[court_id].poll() is not None, \
             f"{court_id} is already running"
         env = {**os.environ, **self.env.get(court_id, {})}
+        entry = self.launcher.get(court_id, ["-m", "pbftd.cli"])
+        if court_id in self.launcher:  # the launcher lives in tests/, not installed
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
         with (court.folder / "pbftd.log").open("ab") as log:
             proc = subprocess.Popen(
-                [*self.prefix.get(court_id, []), PYTHON, "-m", "pbftd.cli", "run",
+                [*self.prefix.get(court_id, []), PYTHON, *entry, "run",
                  "--config", str(court.config)],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
         self.procs[court_id] = proc
@@ -164,6 +174,6 @@ class WrappedCluster(Cluster):
         return proc
 
 
-__all__ = ["APT_LINE", "WrappedCluster", "catch_up", "events", "fresh_cluster", "log_offsets",
-           "metrics", "primary_of", "require_root", "require_tool", "seeded_rng", "views_started",
-           "vm_rss_kb", "wait_new_primary"]
+__all__ = ["APT_LINE", "REPO_ROOT", "WrappedCluster", "catch_up", "events", "fresh_cluster",
+           "log_offsets", "metrics", "primary_of", "require_root", "require_tool", "seeded_rng",
+           "views_started", "vm_rss_kb", "wait_new_primary"]
