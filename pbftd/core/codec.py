@@ -21,7 +21,7 @@ from typing import Any
 
 import cbor2
 
-__all__ = ["INT_MAX", "INT_MIN", "DecodeError", "decode", "encode", "encode_flat"]
+__all__ = ["INT_MAX", "INT_MIN", "DecodeError", "decode", "encode", "encode_flat", "encode_item"]
 
 INT_MAX = 2**63 - 1
 INT_MIN = -(2**63)
@@ -33,23 +33,44 @@ class DecodeError(ValueError):
 
 
 def _check(value: Any, depth: int) -> None:
+    """Refuse a decoded value holding anything the protocol does not use.
+
+    Scalars inside a container are checked in its loop rather than by a
+    call each: a SUBMIT holds thousands of them.  A scalar counts one level
+    below its container, so a non-empty container at ``DEPTH_MAX`` is too
+    deep, exactly as if each item were checked on its own."""
     if depth > DEPTH_MAX:
         raise DecodeError("value nested too deeply")
+    kind = type(value)
+    if kind is list:
+        items: Any = value
+    elif kind is dict:
+        for key in value:
+            if type(key) is not str:
+                raise DecodeError("map key is not a text string")
+        items = value.values()
+    else:
+        _check_scalar(value)
+        return
+    if items and depth >= DEPTH_MAX:
+        raise DecodeError("value nested too deeply")
+    for item in items:
+        kind = type(item)
+        if kind is str or kind is bytes or kind is bool or item is None:
+            continue
+        if kind is int:
+            if not INT_MIN <= item <= INT_MAX:
+                raise DecodeError("integer out of range")
+            continue
+        _check(item, depth + 1)
+
+
+def _check_scalar(value: Any) -> None:
     kind = type(value)
     if kind is int:
         if not INT_MIN <= value <= INT_MAX:
             raise DecodeError("integer out of range")
-    elif kind in (bytes, str, bool) or value is None:
-        return
-    elif kind is list:
-        for item in value:
-            _check(item, depth + 1)
-    elif kind is dict:
-        for key, item in value.items():
-            if type(key) is not str:
-                raise DecodeError("map key is not a text string")
-            _check(item, depth + 1)
-    else:
+    elif kind not in (bytes, str, bool) and value is not None:
         raise DecodeError(f"type {kind.__name__} is not allowed")
 
 
@@ -116,6 +137,20 @@ def _scalar(item: Any, append: Any) -> bool:
 _UINT_HEADS, _BYTES_HEADS, _TEXT_HEADS = _SMALL_HEADS[0], _SMALL_HEADS[2], _SMALL_HEADS[3]
 
 
+def encode_item(value: Any) -> bytes:
+    """The canonical encoding of one scalar, for callers that splice a
+    value's bytes from items they already hold (the evidence index builds
+    its records from the payload's own text items)."""
+    if type(value) is str:
+        raw = value.encode()
+        n = len(raw)
+        return (_TEXT_HEADS[n] if n < 24 else _head(3, n)) + raw
+    parts: list[bytes] = []
+    if not _scalar(value, parts.append):
+        raise ValueError(f"type {type(value).__name__} is not a scalar")
+    return b"".join(parts)
+
+
 def encode_flat(value: Any) -> bytes | None:
     """The canonical encoding of an array, or a text-keyed map, of scalars;
     None for anything else (then ``encode`` takes the general path).
@@ -133,7 +168,17 @@ def encode_flat(value: Any) -> bytes | None:
         parts = [_SMALL_HEADS[4][n] if n < 24 else _head(4, n)]
         append = parts.append
         for item in value:
-            if not _scalar(item, append):
+            # text and bytes inline: most items are, and a call each shows
+            if type(item) is str:
+                raw = item.encode()
+                size = len(raw)
+                append(_TEXT_HEADS[size] if size < 24 else _head(3, size))
+                append(raw)
+            elif type(item) is bytes:
+                size = len(item)
+                append(_BYTES_HEADS[size] if size < 24 else _head(2, size))
+                append(item)
+            elif not _scalar(item, append):
                 return None
         return b"".join(parts)
     if kind is dict:
@@ -142,7 +187,13 @@ def encode_flat(value: Any) -> bytes | None:
         append = parts.append
         for encoded_key, key in _key_order(tuple(value)):
             append(encoded_key)
-            if not _scalar(value[key], append):
+            item = value[key]
+            if type(item) is str:
+                raw = item.encode()
+                size = len(raw)
+                append(_TEXT_HEADS[size] if size < 24 else _head(3, size))
+                append(raw)
+            elif not _scalar(item, append):
                 return None
         return b"".join(parts)
     return None

@@ -1,0 +1,189 @@
+"""The attestation fast path reads exactly what the general decode reads.
+
+Issue 6's profile found every attestation decoded twice per block (the
+workflow engine skips attestations, the index records them) and its index
+record encoded from a dict.  ``evidence._scan`` reads the one spelling
+``attest_payload`` makes by its offsets, and ``index_block`` splices the
+record from the payload's own text items.  Both must be invisible: the same
+answer as the general path for every input, the same record bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cbor2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pbftd import evidence
+from pbftd.core import codec
+from pbftd.core.chain import BlockHeader, Tx
+
+SETTINGS = settings(max_examples=300, derandomize=True, deadline=None)
+
+# Text that passes evidence._text: no control characters, no ID-like digit runs.
+texts = st.text(st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="0123456789"),
+                min_size=1, max_size=60).filter(lambda t: t.strip() == t and t)
+titles = st.one_of(st.none(), texts, st.text("标题題", min_size=60, max_size=200))
+payloads = st.builds(lambda sha, kind, case_no, title: evidence.attest_payload(
+    sha.hex(), kind, case_no, title), st.binary(min_size=32, max_size=32),
+    st.sampled_from(evidence.KINDS), texts, titles)
+
+
+def _general(payload: bytes) -> dict[str, Any] | None:
+    """parse_payload as it was before the fast path: decode, then check."""
+    try:
+        body = codec.decode(payload, size_max=4096)
+    except codec.DecodeError:
+        return None
+    if type(body) is not dict or body.get("op") != "attest":
+        return None
+    sha = body.get("sha256")
+    if type(sha) is not bytes or len(sha) != 32 or body.get("kind") not in evidence.KINDS:
+        return None
+    return body
+
+
+def _header(height: int = 7, time_ms: int = 1_700_000_000_000) -> BlockHeader:
+    return BlockHeader("chain", height, b"p" * 32, time_ms, time_ms - 5, b"r" * 32, 1,
+                       b"s" * 32, "spc", 0)
+
+
+def _index(txs: list[Tx], header: BlockHeader) -> dict[bytes, bytes]:
+    out: dict[bytes, bytes] = {}
+    evidence.index_block(out.__setitem__, header, tuple(txs))
+    return out
+
+
+def _record_bytes(tx: Tx, header: BlockHeader) -> bytes:
+    body = _general(tx.payload)
+    assert body is not None
+    return cbor2.dumps({"tx_id": tx.tx_id, "height": header.height, "court": tx.origin,
+                        "client": tx.client, "request_id": tx.rid, "kind": body["kind"],
+                        "case_no": body["case_no"], "title": body.get("title"),
+                        "time_ms": header.time_ms}, canonical=True)
+
+
+@SETTINGS
+@given(payloads)
+def test_every_attest_payload_takes_the_fast_path(payload: bytes) -> None:
+    assert evidence._scan(payload) is not None
+    assert evidence.parse_payload(payload) == _general(payload)
+
+
+@SETTINGS
+@given(payloads, st.data())
+def test_a_mutated_payload_parses_as_the_general_decode_says(payload: bytes,
+                                                             data: st.DataObject) -> None:
+    """Flip, cut or insert bytes anywhere: non-canonical heads, wrong lengths,
+    broken UTF-8, other kinds.  The fast path may only ever decline."""
+    raw = bytearray(payload)
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(raw) - 1))
+        how = data.draw(st.sampled_from(("flip", "cut", "insert", "byte")))
+        if how == "flip":
+            raw[at] ^= 1 << data.draw(st.integers(0, 7))
+        elif how == "cut" and len(raw) > 1:
+            del raw[at]
+        elif how == "insert":
+            raw.insert(at, data.draw(st.integers(0, 255)))
+        else:
+            raw[at] = data.draw(st.sampled_from((0x18, 0x38, 0x58, 0x78, 0x79, 0xA4, 0xA5,
+                                                 0xF6, 0xFF, 0x80, 0xC0)))
+    mutated = bytes(raw)
+    assert evidence.parse_payload(mutated) == _general(mutated)
+
+
+@pytest.mark.parametrize("body", [
+    {"op": "attest", "sha256": b"x" * 32, "kind": "judgment", "case_no": 5},
+    {"op": "attest", "sha256": b"x" * 32, "kind": "judgment", "case_no": "c", "extra": 1},
+    {"op": "attest", "sha256": b"x" * 32, "kind": "judgment", "case_no": "c", "title": None},
+    {"op": "attest", "sha256": b"x" * 32, "kind": "judgment"},
+])
+def test_other_canonical_attestations_still_parse_and_index_the_general_way(
+        body: dict[str, Any]) -> None:
+    """Payloads a peer may submit that attest_payload would never make:
+    declined by the fast path, judged by the general one, indexed alike."""
+    payload = codec.encode(body)
+    assert evidence._scan(payload) is None
+    assert evidence.parse_payload(payload) == body
+    if "case_no" in body:
+        tx = Tx("spc", 1, "c", "r", payload)
+        header = _header()
+        assert _index([tx], header) == {evidence.INDEX_PREFIX + b"x" * 32 + tx.tx_id:
+                                        _record_bytes(tx, header)}
+
+
+@pytest.mark.parametrize(("chars", "attests"), [(4000, True), (4100, False)])
+def test_a_payload_over_4096_bytes_is_not_an_attestation(chars: int, attests: bool) -> None:
+    body = {"op": "attest", "kind": "judgment", "sha256": b"x" * 32, "case_no": "a" * chars}
+    payload = codec.encode(body)
+    assert (evidence._scan(payload) is not None) is attests
+    assert evidence.parse_payload(payload) == (body if attests else None)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(payloads, texts, texts), min_size=1, max_size=8),
+       st.integers(1, 2**40), st.integers(0, codec.INT_MAX))
+def test_index_records_are_the_canonical_record_maps(items: list[tuple[bytes, str, str]],
+                                                     height: int, time_ms: int) -> None:
+    txs = [Tx(f"court-{i}", i + 1, client, rid, payload)
+           for i, (payload, client, rid) in enumerate(items)]
+    header = _header(height, time_ms)
+    expected = {evidence.INDEX_PREFIX + evidence.parse_payload(tx.payload)["sha256"]  # type: ignore[index]
+                + tx.tx_id: _record_bytes(tx, header) for tx in txs}
+    assert _index(txs, header) == expected
+
+
+def test_records_for_reads_what_index_block_wrote() -> None:
+    sha = bytes(range(32))
+    payload = evidence.attest_payload(sha.hex(), "ruling", "(2024)京01民终1号", "判决书")
+    txs = [Tx("spc", 1, "clerk", "r1", payload), Tx("bj-high", 2, "clerk", "r2", payload),
+           Tx("spc", 3, "clerk", "r3", evidence.attest_payload("00" * 32, "other", "x", None)),
+           Tx("spc", 4, "clerk", "r4", b"\xa1\x62op\x68workflow")]
+    stored = _index(txs, _header(9))
+    assert len(stored) == 3
+
+    def iter_state(prefix: bytes) -> list[tuple[bytes, bytes]]:
+        return sorted((k, v) for k, v in stored.items() if k.startswith(prefix))
+
+    records = evidence.records_for(iter_state, sha)
+    assert sorted(r["court"] for r in records) == ["bj-high", "spc"]
+    assert {(r["kind"], r["case_no"], r["title"], r["height"]) for r in records} == {
+        ("ruling", "(2024)京01民终1号", "判决书", 9)}
+
+
+@SETTINGS
+@given(st.binary(min_size=32, max_size=32), st.sampled_from(evidence.KINDS), texts, titles)
+def test_attest_payload_is_the_canonical_map(sha: bytes, kind: str, case_no: str,
+                                             title: str | None) -> None:
+    """attest_payload splices its bytes; they must be cbor2's canonical map."""
+    body: dict[str, Any] = {"op": "attest", "sha256": sha, "kind": kind, "case_no": case_no}
+    if title is not None:
+        body["title"] = title
+    assert evidence.attest_payload(sha.hex(), kind, case_no, title) == cbor2.dumps(
+        body, canonical=True)
+
+
+def test_the_control_regex_is_exactly_unicode_cc_and_cs() -> None:
+    import unicodedata
+
+    by_regex = {cp for cp in range(0x110000) if evidence.CONTROL.match(chr(cp))}
+    by_category = {cp for cp in range(0x110000)
+                   if unicodedata.category(chr(cp)) in ("Cc", "Cs")}
+    assert by_regex == by_category
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("kind", "verdict"), ("kind", ["judgment"]), ("sha256", "ab" * 31),
+    ("case_no", "a\x85b"), ("case_no", "a\ud800"), ("case_no", " "), ("title", "x" * 201),
+    ("case_no", "11010519491231002X"), ("title", "call 13912345678"),
+])
+def test_attest_payload_still_refuses_bad_fields(field: str, value: Any) -> None:
+    args: dict[str, Any] = {"sha256_hex": "ab" * 32, "kind": "judgment", "case_no": "c",
+                            "title": None}
+    args["sha256_hex" if field == "sha256" else field] = value
+    with pytest.raises(evidence.EvidenceError):
+        evidence.attest_payload(**args)
