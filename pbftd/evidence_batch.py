@@ -18,8 +18,8 @@ import trio
 from rpc.jsonrpc import Dispatcher, RpcContext
 
 from . import evidence
-from .core.chain import Tx
-from .core.messages import Request
+from .core.crypto import sha256
+from .core.messages import Request, encode_tx
 from .daemon import Node
 
 __all__ = ["ITEMS_MAX", "register_batch_methods"]
@@ -80,7 +80,7 @@ def register_batch_methods(dispatcher: Dispatcher, node: Node, client_of: Any) -
     async def attest_batch(params: dict[str, Any], ctx: RpcContext) -> dict[str, Any]:
         client = client_of(ctx)
         results: list[dict[str, Any]] = [{} for _ in params["items"]]
-        fresh: list[tuple[int, Request]] = []
+        valid: list[tuple[int, Request]] = []
         for i, item in enumerate(params["items"]):
             try:
                 payload = evidence.attest_payload(item["sha256"], item["kind"],
@@ -90,32 +90,44 @@ def register_batch_methods(dispatcher: Dispatcher, node: Node, client_of: Any) -
                                         "data": {"reason": str(exc), "index": i}}}
                 continue
             rid = item.get("request_id") or f"auto-{uuid.uuid4().hex}"
-            done = chain.request_result((court, client, rid))
-            if done is not None:
-                results[i] = {"tx_id": done[1].hex(), "status": "committed", "height": done[0]}
+            valid.append((i, Request(client, rid, payload)))
+        fresh: list[tuple[int, Request]] = []
+        for (i, req), done in zip(valid, _committed(chain, court, valid), strict=True):
+            if done is None:
+                fresh.append((i, req))
             else:
-                fresh.append((i, Request(client, rid, payload)))
+                results[i] = done
         waiters = []
         for chunk in _chunks(fresh, cfg.batch_requests_max, cfg.batch_bytes_max):
             waiter = await runtime.submit([req for _, req in chunk])
             await waiter.accepted.wait()
             waiters.append((chunk, waiter))
-        for chunk, waiter in waiters:
-            for i, req in chunk:
-                if waiter.error:
-                    results[i] = {"error": {"code": UNAVAILABLE, "message": "not accepted",
-                                            "data": {"reason": waiter.error, "index": i}}}
-                else:
-                    tx = Tx(court, waiter.sid, req.client, req.rid, req.payload)
-                    results[i] = {"tx_id": tx.tx_id.hex(), "status": "pending"}
         if params.get("wait") and waiters:
             with trio.move_on_after(timeout_s):
                 for _chunk, waiter in waiters:
                     await waiter.done.wait()
-            for chunk, _waiter in waiters:
-                for i, req in chunk:
-                    done = chain.request_result((court, client, req.rid))
-                    if done is not None:
-                        results[i] = {"tx_id": done[1].hex(), "status": "committed",
-                                      "height": done[0]}
+        for chunk, waiter in waiters:
+            committed = _committed(chain, court, chunk) if params.get("wait") else \
+                [None] * len(chunk)
+            for (i, req), done in zip(chunk, committed, strict=True):
+                if done is not None:
+                    results[i] = done
+                elif waiter.error:
+                    results[i] = {"error": {"code": UNAVAILABLE, "message": "not accepted",
+                                            "data": {"reason": waiter.error, "index": i}}}
+                else:
+                    # the id the transaction will have (Tx.tx_id), without a Tx
+                    tx_id = sha256(encode_tx(court, waiter.sid, req.client, req.rid,
+                                             req.payload))
+                    results[i] = {"tx_id": tx_id.hex(), "status": "pending"}
         return {"results": results}
+
+
+def _committed(chain: Any, court: str,
+               items: list[tuple[int, Request]]) -> list[dict[str, Any] | None]:
+    """The committed result of each item's request, None where it has none
+    yet: one multi-get for the lot rather than a lookup per item."""
+    found = chain.request_results([(court, req.client, req.rid) for _, req in items])
+    return [None if done is None else
+            {"tx_id": done[1].hex(), "status": "committed", "height": done[0]}
+            for done in found]

@@ -46,6 +46,7 @@ __all__ = [
     "decode_tx_value",
     "encode_format_marker",
     "encode_height",
+    "encode_tx_index",
     "encode_tx_value",
     "hash_key",
     "meta_key",
@@ -126,10 +127,14 @@ def meta_key(name: str) -> bytes:
 
 
 def encode_tx_value(height: int, index: int, tx_bytes: bytes) -> bytes:
+    check_value("tx", tx_bytes)
+    return encode_height(height) + encode_tx_index(index) + tx_bytes
+
+
+def encode_tx_index(index: int) -> bytes:
     if type(index) is not int or not 0 <= index <= TX_INDEX_MAX:
         raise ValueError(f"tx index must be an int in 0..2**32-1, got {index!r}")
-    check_value("tx", tx_bytes)
-    return encode_height(height) + index.to_bytes(4, "big") + tx_bytes
+    return index.to_bytes(4, "big")
 
 
 def decode_tx_value(raw: bytes) -> tuple[int, int, bytes]:

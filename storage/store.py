@@ -179,6 +179,15 @@ class NodeStore:
     def get_state(self, key: bytes) -> bytes | None:
         return self._require_db().get(keys.state_key(key))
 
+    def get_states(self, app_keys: list[bytes]) -> list[bytes | None]:
+        """``get_state`` of each key, in order, as one RocksDB multi-get: a
+        block checks a thousand request keys at once, and one call into
+        RocksDB costs far less than a thousand."""
+        if not app_keys:
+            return []
+        found: list[bytes | None] = self._require_db().get([keys.state_key(k) for k in app_keys])
+        return found
+
     def get_meta(self, name: str) -> bytes | None:
         return self._require_db().get(keys.meta_key(name))
 

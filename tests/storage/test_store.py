@@ -281,3 +281,16 @@ def test_an_exception_in_a_group_skips_the_sync(store: NodeStore) -> None:
 def test_group_commits_do_not_nest(store: NodeStore) -> None:
     with store.group_commit(), pytest.raises(AssertionError), store.group_commit():
         pass
+
+
+def test_get_states_answers_each_key_in_order(store: NodeStore) -> None:
+    """The multi-get a block's at-most-once check uses: one answer per key,
+    in the order asked, repeats and misses included."""
+    with store.batch() as b:
+        b.put_state(b"req/a", b"1")
+        b.put_state(b"req/c", b"3")
+        b.put_meta("req/b", b"not state")
+    assert store.get_states([b"req/c", b"req/b", b"req/a", b"req/c"]) == [b"3", None, b"1", b"3"]
+    assert store.get_states([]) == []
+    with pytest.raises(ValueError):
+        store.get_states([b""])
