@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rocksdict import AccessType, Options, Rdict
+from rocksdict import AccessType, BlockBasedIndexType, BlockBasedOptions, Cache, Options, Rdict
 
 from storage.errors import StoreFormatError, StoreFullError, StoreIOError, is_enospc
 from storage.keys import FORMAT_KEY, FORMAT_NAME, FORMAT_VERSION
@@ -26,6 +26,36 @@ _INFO_LOG_FILES_MAX = 5
 # holds a socket per peer and client under systemd's file limit.
 _OPEN_FILES_MAX = 512
 _ROCKSDICT_CONFIG = "rocksdict-config.json"
+# Index and filter blocks live in one LRU cache of this size, with data
+# blocks, so the memory they take is bounded however large the chain grows
+# (left to RocksDB's table readers they grow with the number of keys: at
+# 10 bits a key, a gigabyte of filters for the SPC's 327 million records).
+_BLOCK_CACHE_BYTES = 32 << 20
+_BLOOM_BITS_PER_KEY = 10
+
+
+def _table_options() -> BlockBasedOptions:
+    """Partitioned bloom filters, index and filters in the block cache.
+
+    Why: every executed transaction's at-most-once check and every
+    ``attestBatch`` item is a point lookup of a request key that is almost
+    never there. Without a filter each miss reads index and data blocks of
+    every level; with one it is answered from the filter. A filter per SST
+    file is one block larger than a cache shard, which cannot be cached and
+    is read again on every miss (measured: 80 us a lookup at 2 million
+    keys), so the filter and the index are partitioned (two-level index),
+    and only their top level is pinned. Measured on this machine (1,000
+    synced batches of 1,000 misses then 2,000 puts): lookups 16 us -> 8 us
+    on average, peak RSS within 6 MB of no filter at all.
+    """
+    table = BlockBasedOptions()
+    table.set_bloom_filter(_BLOOM_BITS_PER_KEY, False)
+    table.set_index_type(BlockBasedIndexType.two_level_index_search())
+    table.set_partition_filters(True)
+    table.set_block_cache(Cache(_BLOCK_CACHE_BYTES))
+    table.set_cache_index_and_filter_blocks(True)
+    table.set_pin_top_level_index_and_filter(True)
+    return table
 
 
 def make_options(write_buffer_bytes: int, *, create: bool) -> Options:
@@ -39,6 +69,7 @@ def make_options(write_buffer_bytes: int, *, create: bool) -> Options:
     options.set_max_log_file_size(_INFO_LOG_BYTES_MAX)
     options.set_keep_log_file_num(_INFO_LOG_FILES_MAX)
     options.set_max_open_files(_OPEN_FILES_MAX)
+    options.set_block_based_table_factory(_table_options())
     return options
 
 

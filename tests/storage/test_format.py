@@ -122,3 +122,16 @@ def test_interrupted_wipe_is_finished_on_open(data_dir: Path) -> None:
     (leftover / "000009.sst").write_bytes(b"half-deleted")
     reopen(data_dir).close()
     assert not leftover.exists()
+
+
+def test_the_store_uses_partitioned_bloom_filters_in_a_bounded_cache(data_dir: Path) -> None:
+    """The at-most-once lookups miss almost always: a filter answers them.
+    RocksDB writes the options it opened with to an OPTIONS file; read it."""
+    reopen(data_dir).close()
+    latest = max((data_dir / "db").glob("OPTIONS-*"), key=lambda p: int(p.name.split("-")[1]))
+    table = latest.read_text().split("[TableOptions/BlockBasedTable")[1]
+    settings = dict(line.strip().split("=", 1) for line in table.splitlines() if "=" in line)
+    assert "bloomfilter" in settings["filter_policy"].lower()
+    assert settings["partition_filters"] == "true"
+    assert settings["index_type"] == "kTwoLevelIndexSearch"
+    assert settings["cache_index_and_filter_blocks"] == "true"
