@@ -98,6 +98,13 @@ __all__ = ["ExecutedTip", "Replica", "ReplicaConfig", "serve_fetch"]
 
 SubKey = tuple[str, int]
 
+# Submission ids are reserved this far ahead in one persisted record, so a
+# SUBMIT needs no write (and no fsync before it is sent) of its own; issue 6
+# found that fsync on the path of every request that reached a backup.  A
+# restarted replica starts above its reservation, so no id is reused.  Ids
+# grow with the clock (``now_ms * 1000``): this is about a minute of them.
+SID_RESERVE = 60_000_000
+
 
 @dataclass(frozen=True, slots=True)
 class ReplicaConfig:
@@ -229,6 +236,7 @@ class Replica:
         self.batch_due = False  # a partial batch has waited batch_wait_ms (see _maybe_propose)
         # requests
         self.last_sid = 0
+        self.sid_reserved = 0  # persisted: every id issued is at most this
         self.pending: OrderedDict[SubKey, Submit] = OrderedDict()
         self.unproposed: OrderedDict[SubKey, Submit] = OrderedDict()
         # Pending submissions this replica saw only inside a PRE-PREPARE, never
@@ -292,8 +300,11 @@ class Replica:
             raise ValueError(f"a submission may hold at most {self.cfg.batch_requests_max} "
                              f"requests and {self.cfg.batch_bytes_max} bytes")
         self.last_sid = sid
-        out: list[Action] = [Persist(puts=(("sid", codec.encode(self.last_sid)),)),
-                             Broadcast(msg.frame())]
+        out: list[Action] = []
+        if sid > self.sid_reserved:
+            self.sid_reserved = sid + SID_RESERVE
+            out.append(Persist(puts=(("sid", codec.encode(self.sid_reserved)),)))
+        out.append(Broadcast(msg.frame()))
         out += self._on_submit(msg, None, now_ms)
         return msg.key, out
 
@@ -1060,10 +1071,20 @@ class Replica:
     # ------------------------------------------------------------ persistence
 
     def _entry_record(self, entry: _Entry) -> tuple[str, bytes]:
+        """The entry as one record.  A prepared certificate for this record's
+        own pre-prepare and batch is stored as ``[None, None, prepares]``:
+        the batch, by far the largest part, is written once, not twice."""
+        cert = entry.prepared_cert
+        if cert is None:
+            prepared = None
+        elif entry.pp is not None and cert.pre_prepare is entry.pp and cert.batch is entry.batch:
+            prepared = [None, None, [p.env.to_wire() for p in cert.prepares]]
+        else:
+            prepared = cert.to_wire()
         value = {
             "pp": entry.pp.env.to_wire() if entry.pp else None,
             "batch": entry.batch.to_wire() if entry.batch and entry.pp else None,
-            "prepared": entry.prepared_cert.to_wire() if entry.prepared_cert else None,
+            "prepared": prepared,
             "sp": entry.sent_prepare,
             "sc": entry.sent_commit,
         }
@@ -1078,7 +1099,7 @@ class Replica:
         if "view" in records:
             self.view, self.active = codec.decode(records["view"], size_max=size)
         if "sid" in records:
-            self.last_sid = codec.decode(records["sid"], size_max=size)
+            self.last_sid = self.sid_reserved = codec.decode(records["sid"], size_max=size)
         if "stable" in records:
             seq, block_hash, proof = codec.decode(records["stable"], size_max=size)
             self.stable_seq, self.stable_hash = seq, block_hash
@@ -1100,19 +1121,26 @@ class Replica:
         if seq <= self.stable_seq:
             return
         entry = self._entry(seq)
+        pp: PrePrepare | None = None
+        batch: Batch | None = None
+        if rec["pp"] is not None:
+            pp = self.wire.open_envelope(rec["pp"], PrePrepare)  # type: ignore[assignment]
+            assert isinstance(pp, PrePrepare)
+            batch = Batch.parse(rec["batch"], self.wire)
         if rec["prepared"] is not None:
             pp_raw, batch_raw, preps = rec["prepared"]
+            if pp_raw is None:  # this record's own pre-prepare and batch (_entry_record)
+                assert pp is not None and batch is not None
+                cert_pp, cert_batch = pp, batch
+            else:
+                cert_pp = self.wire.open_envelope(pp_raw, PrePrepare)  # type: ignore[assignment]
+                cert_batch = Batch.parse(batch_raw, self.wire)
             entry.prepared_cert = PreparedCert(
-                self.wire.open_envelope(pp_raw, PrePrepare),  # type: ignore[arg-type]
-                Batch.parse(batch_raw, self.wire),
+                cert_pp, cert_batch,
                 tuple(self.wire.open_envelope(p, Prepare) for p in preps))  # type: ignore[misc]
-        if rec["pp"] is None:
+        if pp is None or batch is None or pp.view != self.view:
             return
-        pp = self.wire.open_envelope(rec["pp"], PrePrepare)
-        assert isinstance(pp, PrePrepare)
-        if pp.view != self.view:
-            return
-        entry.pp, entry.batch = pp, Batch.parse(rec["batch"], self.wire)
+        entry.pp, entry.batch = pp, batch
         if pp.sender == self.me:
             self.next_seq = max(self.next_seq, seq + 1)
             self.last_proposed_time_ms = max(self.last_proposed_time_ms, entry.batch.time_ms)

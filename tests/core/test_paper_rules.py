@@ -1086,6 +1086,46 @@ def test_restarted_node_does_not_reuse_a_submission_id():
     assert key2[1] > key1[1]
 
 
+def test_submission_ids_are_reserved_ahead_so_most_submits_persist_nothing():
+    from pbftd.core.messages import Request
+    peers = Peers(4)
+    node = peers.replica("n2")
+    outs = [node.submit([Request("c", f"r{i}", b"x")], NOW + i)[1] for i in range(3)]
+    assert [len(actions_of(out, Persist)) for out in outs] == [1, 0, 0]
+
+
+def test_crash_after_any_submit_is_sent_never_reuses_a_submission_id():
+    """The reservation is durable before the first SUBMIT above the old one
+    leaves; a crash at any later SUBMIT restarts above every id sent."""
+    from pbftd.core.messages import Request
+    peers = Peers(4)
+    node = peers.replica("n2")
+    records: dict = {}
+    sent = []
+    for i in range(3):
+        key, out = node.submit([Request("c", f"r{i}", b"x")], NOW)
+        (at,) = [j for j, a in enumerate(out) if isinstance(a, Broadcast)]
+        records = _records_before(out, at, records)
+        sent.append(key[1])
+        restarted = peers.replica("n2", records=dict(records))
+        again, _ = restarted.submit([Request("c", "after", b"y")], NOW)
+        assert again[1] > max(sent)
+
+
+def test_prepared_record_stores_the_batch_once_and_restores_the_certificate():
+    peers = Peers(4)
+    backup = peers.replica("n3")
+    shell = Shell(backup)
+    b1 = peers.batch(1, subs=[peers.submit("n2", b"P" * 4000)])
+    shell.run(peers.prepare_at(backup, b1))
+    record = shell.records["entry/" + "1".zfill(20)]
+    assert record.count(b"P" * 4000) == 1
+    restarted, _ = _restart(peers, shell, "n3")
+    cert = restarted.log[1].prepared_cert
+    assert cert is not None and cert.batch.digest(peers.chain) == peers.digest(b1)
+    assert len(cert.prepares) == peers.q - 1
+
+
 def test_restarted_replica_keeps_its_view_during_and_after_a_view_change():
     peers = Peers(4)
     backup = peers.replica("n3")
