@@ -46,14 +46,20 @@ async def submit_write(node: Any, ctx: RpcContext, payload: bytes, request_id: s
     if done is not None:
         return {"tx_id": done[1].hex(), "status": "committed", "height": done[0]}
     waiter = await runtime.submit([Request(client, rid, payload)])
-    await waiter.accepted.wait()
-    if waiter.error:
+    if wait:
+        # One wake-up per call: ``done`` is set on commit and on refusal alike.
+        with trio.move_on_after(node.settings.rpc.request_timeout_ms / 1000):
+            await waiter.done.wait()
+        if not waiter.accepted.is_set():
+            raise RpcError(TIMEOUT, "timeout",
+                           {"status": "pending", "retry": "with the same request_id"})
+    else:
+        await waiter.accepted.wait()
+    if waiter.error and not waiter.sid:
         raise RpcError(UNAVAILABLE, "not accepted", {"reason": waiter.error})
     tx_id = Tx(node.court.id, waiter.sid, client, rid, payload).tx_id
     if not wait:
         return {"tx_id": tx_id.hex(), "status": "pending"}
-    with trio.move_on_after(node.settings.rpc.request_timeout_ms / 1000):
-        await waiter.done.wait()
     result = chain.request_result(key)
     if result is None and waiter.error:
         raise RpcError(UNAVAILABLE, "not acknowledged",

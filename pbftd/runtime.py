@@ -73,7 +73,11 @@ _CERT_BYTES_MAX = 16 * 1024
 
 @dataclass
 class CommitWaiter:
-    """Lets an RPC caller wait until its requests are in a block."""
+    """Lets an RPC caller wait until its requests are in a block.
+
+    ``accepted``: refused (``error`` set, ``sid`` 0) or signed into a SUBMIT
+    (``sid`` set).  ``done``: committed, refused, or not acknowledged
+    (``error`` set after acceptance)."""
 
     keys: set[RequestKey]
     submitted_ms: int = 0
@@ -112,6 +116,10 @@ class NodeRuntime:
         self._send_events, self._events = trio.open_memory_channel[tuple[Any, ...]](EVENTS_MAX)
         self._armed: dict[str, int] = {}
         self._timers_changed = trio.Event()
+        # What the timer task waits for: it is woken only when that must
+        # change (see _arm), not on every arming, which is several per block.
+        self._timer_wake_ms = float("inf")
+        self._timer_posted: str | None = None
         self._waiters: dict[RequestKey, list[CommitWaiter]] = {}
         self.stats: Counter[str] = Counter()
         self.on_commit_latency: Callable[[float], None] | None = None  # ms, for metrics
@@ -245,13 +253,10 @@ class NodeRuntime:
 
     def _refuse(self, event: tuple[Any, ...]) -> None:
         if event[0] == "submit":
-            waiter = event[2]
-            waiter.error = f"this node cannot write: {self.read_only_reason}"
-            waiter.accepted.set()
+            _not_accepted(event[2], f"this node cannot write: {self.read_only_reason}")
         elif event[0] == "submits":
             for _requests, waiter in event[1]:
-                waiter.error = f"this node cannot write: {self.read_only_reason}"
-                waiter.accepted.set()
+                _not_accepted(waiter, f"this node cannot write: {self.read_only_reason}")
         elif event[0] == "recovered":
             self._resume()
 
@@ -341,8 +346,7 @@ class NodeRuntime:
                 for item in chunk:
                     self._submit([item], now)
                 return
-            chunk[0][1].error = str(exc)
-            chunk[0][1].accepted.set()
+            _not_accepted(chunk[0][1], str(exc))
             return
         for _requests, waiter in chunk:
             waiter.submitted_ms, waiter.sid = now, sid
@@ -451,30 +455,46 @@ class NodeRuntime:
     # ------------------------------------------------------------ timers
 
     def _arm(self, name: str, due: int | None) -> None:
+        """Arm (or with None, disarm) a timer.  The timer task is woken only
+        if it must fire sooner, or it waits for this posted timer to be
+        handled; a later or cancelled arming is found when it next wakes."""
         if due is None:
             self._armed.pop(name, None)
         else:
             self._armed[name] = due
-        changed, self._timers_changed = self._timers_changed, trio.Event()
-        changed.set()
+        if name == self._timer_posted or (due is not None and due < self._timer_wake_ms):
+            changed, self._timers_changed = self._timers_changed, trio.Event()
+            changed.set()
 
     async def _run_timers(self) -> None:
         """Sleep until the earliest armed timer, then post it to the owner."""
         while True:
             changed = self._timers_changed
             if not self._armed:
+                self._timer_wake_ms = float("inf")
                 await changed.wait()
                 continue
             name, due = min(self._armed.items(), key=lambda kv: kv[1])
+            self._timer_wake_ms = due
             with trio.move_on_after(max(0.0, (due - self.now_ms()) / 1000)):
                 await changed.wait()
                 continue
             if self._armed.get(name) == due:
+                self._timer_posted = name
                 await self._send_events.send(("timer", name, due))
                 # The owner disarms it when handled (or re-arms it): until
                 # then this arming must not fire twice.
                 while self._armed.get(name) == due:
                     await self._timers_changed.wait()
+                self._timer_posted = None
+
+
+def _not_accepted(waiter: CommitWaiter, reason: str) -> None:
+    """Refuse a submission.  ``done`` is set too, so a caller waiting for the
+    commit alone (one wake-up per call) also hears of the refusal."""
+    waiter.error = reason
+    waiter.accepted.set()
+    waiter.done.set()
 
 
 def _requests_bytes(requests: Sequence[Request]) -> int:
