@@ -1,5 +1,5 @@
 """The daemon's JSON-RPC service: methods, metrics and access, mounted on
-hypercorn by ``start_rpc``.
+the HTTP server (rpc/http11.py) by ``start_rpc``.
 
 Bearer tokens are checked against the SHA-256 hashes in the node's config;
 a valid token's scopes are returned together with ``client:<token name>``

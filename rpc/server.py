@@ -1,7 +1,7 @@
-"""The HTTP shell around the JSON-RPC engine: an ASGI 3 app for hypercorn/trio.
+"""The HTTP shell around the JSON-RPC engine: an ASGI 3 app, served by rpc/http11.py.
 
-hypercorn speaks HTTP; this module only maps requests to the engine and
-outcomes to status codes. Routes:
+http11 speaks HTTP (h11, wsproto); this module only maps requests to the
+engine and outcomes to status codes. Routes:
 
     POST /        JSON-RPC 2.0. Every JSON-RPC answer, errors included, is
                   HTTP 200 (the error lives in the body); 204 with no body when
@@ -29,28 +29,24 @@ Authentication: `Authorization: Bearer TOKEN` is passed to the `auth`
 callback, which returns the token's scopes or None (unknown token → 401).
 No header means anonymous: public methods only. Tokens are never logged.
 
-Binding: `serve_rpc` asks hypercorn to bind host:port itself and reads the
-actual address back from the list hypercorn reports through task_status, so
-port 0 works without a probe-then-bind race.
+Binding: `serve_rpc` binds host:port and reports the port actually bound
+through task_status, so port 0 works without a probe-then-bind race.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
-from urllib.parse import urlsplit
 
-import hypercorn.trio
 import structlog
 import trio
-from hypercorn.config import Config
 
 from .errors import INTERNAL_ERROR, INVALID_REQUEST, TIMEOUT, UNAUTHORIZED, RpcError
+from .http11 import HttpSettings, serve_http
 from .jsonrpc import Dispatcher, RpcContext, encode_response, error_response
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Registry
@@ -65,7 +61,7 @@ from .ratelimit import (
 )
 from .ws import WsEndpoint, WsLimits
 
-__all__ = ["Auth", "RpcLimits", "hypercorn_config", "make_app", "serve_rpc"]
+__all__ = ["Auth", "RpcLimits", "http_settings", "make_app", "serve_rpc"]
 
 log = structlog.get_logger("pbftd.rpc.http")
 
@@ -141,7 +137,7 @@ class _RpcApp:
                              depth_max=limits.depth_max,
                              string_chars_max=limits.string_chars_max,
                              rate_limiter=rate_limiter)
-        # serve_rpc gives hypercorn this cap, so it never buffers a larger message
+        # serve_rpc gives the HTTP server this cap, so it never buffers a larger message
         self.message_bytes_max = self.ws.frame_bytes_max
         if rate_limiter is not None:
             metrics.gauge("pbftd_rpc_rate_limited_total", "calls refused by rate limits",
@@ -227,11 +223,8 @@ class _RpcApp:
         if not _is_json(headers.get(b"content-type", [])):
             return _rpc_error(415, INVALID_REQUEST, close=True,
                               reason="Content-Type must be application/json")
-        too_large = _rpc_error(413, INVALID_REQUEST, close=True,
-                               reason=f"body larger than {self.limits.body_bytes_max} bytes",
-                               body_bytes_max=self.limits.body_bytes_max)
         if _declared_length(headers) > self.limits.body_bytes_max:
-            return too_large
+            return self._too_large()
         timeout_s = self.limits.request_timeout_ms / 1000
         try:
             with trio.fail_after(timeout_s):
@@ -241,7 +234,7 @@ class _RpcApp:
                               reason=f"body not received within {self.limits.request_timeout_ms}"
                                      " ms", request_timeout_ms=self.limits.request_timeout_ms)
         except _BodyTooLarge:
-            return too_large
+            return self._too_large()
         except _Disconnected:
             return None
         try:
@@ -254,6 +247,13 @@ class _RpcApp:
             if wait is not None:
                 return _too_many(wait, request=request)
         return await self._dispatch(request, ctx, timeout_s)
+
+    def _too_large(self) -> _Response:
+        # Built only when needed: encoding it for every call cost 2% of a
+        # node's CPU in issue 6's single-attest profile.
+        return _rpc_error(413, INVALID_REQUEST, close=True,
+                          reason=f"body larger than {self.limits.body_bytes_max} bytes",
+                          body_bytes_max=self.limits.body_bytes_max)
 
     async def _dispatch(self, request: Any, ctx: RpcContext, timeout_s: float) -> _Response:
         with trio.move_on_after(timeout_s) as scope:
@@ -371,24 +371,17 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-def hypercorn_config(host: str, port: int, *, read_timeout_s: int = 65,
-                     keep_alive_timeout_s: float = 5.0) -> Config:
-    """hypercorn settings for a node's RPC port: quiet, bounded, no Server header.
+def http_settings(*, read_timeout_s: int = 65, keep_alive_timeout_s: float = 5.0,
+                  ws_message_bytes_max: int = 16 * 1024 * 1024) -> HttpSettings:
+    """The HTTP server's limits for a node's RPC port (rpc/http11.py).
 
-    hypercorn drops a connection whose socket stays silent for `read_timeout_s`
-    even while its request is still being handled, so it must exceed the
-    longest call (RpcLimits.request_timeout_ms, wait: true included).
+    A socket silent for `read_timeout_s` is dropped even while its request
+    is still being handled, so it must exceed the longest call
+    (RpcLimits.request_timeout_ms, wait: true included).
     """
-    config = Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    config.accesslog = None  # one line per request would drown the daemon's own log
-    config.errorlog = logging.getLogger("pbftd.rpc.hypercorn")  # the daemon's logging decides
-    config.include_server_header = False
-    config.keep_alive_timeout = keep_alive_timeout_s
-    config.read_timeout = read_timeout_s  # a silent socket is dropped after this
-    config.h11_max_incomplete_size = 16 * 1024  # request line plus headers, bytes
-    config.graceful_timeout = 3.0
-    return config
+    return HttpSettings(read_timeout_s=read_timeout_s, keep_alive_timeout_s=keep_alive_timeout_s,
+                        head_bytes_max=16 * 1024,  # request line plus headers, bytes
+                        graceful_timeout_s=3.0, ws_message_bytes_max=ws_message_bytes_max)
 
 
 async def serve_rpc(app: Callable[..., Awaitable[None]], host: str, port: int, *,
@@ -398,15 +391,14 @@ async def serve_rpc(app: Callable[..., Awaitable[None]], host: str, port: int, *
     """Serve `app` until cancelled or `shutdown_trigger` returns; report the bound port.
 
     `port` 0 picks a free port; the port actually bound is what task_status reports.
-    `read_timeout_s` must exceed the app's request_timeout_ms (see hypercorn_config).
+    `read_timeout_s` must exceed the app's request_timeout_ms (see http_settings).
     """
-    config = hypercorn_config(host, port, read_timeout_s=read_timeout_s)
-    config.websocket_max_message_size = getattr(app, "message_bytes_max",
-                                                config.websocket_max_message_size)
+    settings = http_settings(read_timeout_s=read_timeout_s,
+                             ws_message_bytes_max=getattr(app, "message_bytes_max",
+                                                          16 * 1024 * 1024))
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(
-            hypercorn.trio.serve, app, config, shutdown_trigger=shutdown_trigger, mode="asgi"))
-        bound = urlsplit(binds[0]).port
-        assert bound is not None, f"hypercorn reported {binds!r}"
-        log.info("rpc.listening", address=binds[0])
+        bound = await nursery.start(partial(
+            serve_http, app, host, port, settings, shutdown_trigger=shutdown_trigger))
+        shown = f"[{host}]" if ":" in host else host
+        log.info("rpc.listening", address=f"http://{shown}:{bound}")
         task_status.started(bound)

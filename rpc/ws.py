@@ -266,9 +266,8 @@ class WsSession:
             self.endpoint.stats["frames_sent"] += 1
 
     async def _abort_if_stuck(self) -> None:
-        """hypercorn writes to the socket in a shielded scope, so a client that
-        never reads can hold a send (and the close after it) forever; past the
-        stall limit, close the TCP connection under it."""
+        """A client that never reads can hold a send (and the close after it)
+        forever; past the stall limit, close the TCP connection under it."""
         grace_ms = self.limits.abort_after_ms
         with trio.move_on_after((self.limits.send_stall_ms if grace_ms is None else grace_ms)
                                 / 1000):
@@ -298,21 +297,14 @@ class _FrameSession:
 
 
 def _transport_aborter(send: Send) -> Callable[[], Awaitable[None]] | None:
-    """The `aclose` of the TCP stream under a hypercorn ASGI `send`, if found.
+    """The server's way to drop the TCP connection under an ASGI `send`, if any.
 
-    ASGI offers no way to drop a connection whose socket will not drain; this
-    reaches through hypercorn's objects (WSStream -> H11Protocol ->
-    TCPServer.stream) and gives up (None) if they are not what it expects.
+    ASGI offers no way to drop a connection whose socket will not drain;
+    rpc/http11.py's websocket `send` is a bound method whose owner has
+    `abort_transport`.  None for a server without it.
     """
-    try:
-        ws_stream = send.__self__  # type: ignore[attr-defined]
-        protocol = ws_stream.send.__self__
-        server = protocol.send.__self__
-        stream = server.stream
-    except AttributeError:
-        return None
-    aclose = getattr(stream, "aclose", None)
-    return aclose if callable(aclose) else None
+    abort = getattr(getattr(send, "__self__", None), "abort_transport", None)
+    return abort if callable(abort) else None
 
 
 class WsEndpoint:

@@ -1,5 +1,5 @@
 """Malformed HTTP on a real socket: what the in-process ASGI fuzz cannot
-reach because hypercorn/h11 parses it before the app (long and many
+reach because the HTTP server (h11) parses it before the app (long and many
 headers, bad request lines, bad or conflicting Content-Length, broken
 chunked bodies, pipelining, HTTP/1.0, bare LF).  Each gets an HTTP error or
 a closed connection, never a traceback, and the server answers a normal
@@ -90,7 +90,7 @@ def test_malformed_http_gets_an_http_error_and_the_server_keeps_serving() -> Non
             assert status in (b"200", b"400", b"405", b"413", b"415", b"431", b"404"), \
                 (name, data[:300])
         if name == "pipelined_3":
-            # hypercorn answers buffered pipelined requests only as more bytes
+            # a server may answer buffered pipelined requests only as more bytes
             # arrive; what matters here is that none is answered wrongly
             assert statuses and set(statuses) == {b"200"}, data[:300]
         if name.startswith(("long_header", "many_headers")):

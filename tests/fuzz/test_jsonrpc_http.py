@@ -3,7 +3,7 @@
 tests/rpc/test_strict_json.py fuzzes the body parser and the dispatcher;
 this drives the whole HTTP shell (rpc/server.py: routes, methods, headers,
 auth, content type, body limits, rate limits, then the dispatcher) the way
-hypercorn would, by calling the ASGI app with scope/receive/send.  Shapes:
+an ASGI server would, by calling the ASGI app with scope/receive/send.  Shapes:
 malformed JSON, a BOM, scalars, empty and huge batches, ids of every type,
 NaN, 1e999999, lone surrogates (escaped and raw), 100,000 nested brackets,
 huge bodies, wrong content types, GET/PUT/OPTIONS/..., long and repeated

@@ -1,4 +1,4 @@
-"""The HTTP shell, end to end: a real hypercorn server on a loopback port,
+"""The HTTP shell, end to end: a real server (rpc/http11.py) on a loopback port,
 spoken to with h11. Each test runs its own server inside trio.run."""
 
 from __future__ import annotations
@@ -252,3 +252,101 @@ def test_lifespan_startup_and_shutdown_complete() -> None:
                 await to_app.send({"type": "lifespan.shutdown"})
                 assert await from_app.receive() == {"type": "lifespan.shutdown.complete"}
     trio.run(main)  # returns only because the app's lifespan task ended by itself
+
+
+def test_bodiless_requests_keep_the_connection_alive() -> None:
+    """A GET has no body to read: the server must not take the missing body
+    read as a reason to close (every /health or /metrics poll would reconnect)."""
+    async def check(port: int) -> None:
+        async with connect(port) as client:
+            for _ in range(2):
+                response = await client.request("GET", "/health")
+                assert response.status == 200
+                client.reuse()
+            response = await client.request("POST", "/", body=request("node.status").encode(),
+                                             headers=JSON_HEADERS)
+            assert rpc_body(response)["result"]["node_id"] == "n0"
+    serve_and(check)
+
+
+def test_an_app_failure_on_one_connection_leaves_the_server_serving() -> None:
+    """The app guards itself (500 with an incident id); a failure it does not
+    catch still ends only its own connection, never the server."""
+    calls: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        calls.append(scope["path"])
+        if scope["path"] == "/boom":
+            raise RuntimeError("a bug in the app")
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def main() -> None:
+        async with running(app) as port:
+            async with connect(port) as client:
+                await client.send_head("GET", "/boom", [])
+                await client.end()
+                assert await client.server_closed()
+            response = await fetch(port, "GET", "/fine")
+            assert (response.status, response.body) == (200, b"ok")
+    with capture_logs() as logs:
+        trio.run(main)
+    assert calls == ["/boom", "/fine"]
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+        "rpc.http_connection_failed"]
+
+
+def test_a_chunked_body_arriving_in_one_read_is_read_whole() -> None:
+    """Several chunks in one TCP read are several h11 Data events; none may
+    be lost between the server's look-ahead and the app's next receive."""
+    body = request("node.status", id_=7).encode()
+    parts = [body[:5], body[5:20], body[20:]]
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+    raw = (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunked)
+
+    async def check(port: int) -> None:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        data = b""
+        async with stream:
+            await stream.send_all(raw)
+            with trio.fail_after(10):
+                while chunk := await stream.receive_some(65_536):
+                    data += chunk
+        assert data.startswith(b"HTTP/1.1 200"), data[:200]
+        reply = json.loads(data.split(b"\r\n\r\n", 1)[1])
+        assert (reply["id"], reply["result"]["node_id"]) == (7, "n0")
+    serve_and(check)
+
+
+def test_a_request_head_trickled_byte_by_byte_is_cut_at_the_keep_alive_timeout() -> None:
+    """Slowloris on headers: each byte arrives well within any read timeout,
+    but the head as a whole must be complete within the keep-alive timeout."""
+    from rpc.http11 import HttpSettings, serve_http
+    node = FakeNode()
+    app = make_app(chain_dispatcher(node), node_api=node, metrics=Registry(), auth=TOKENS.get)
+    settings = HttpSettings(keep_alive_timeout_s=0.3, read_timeout_s=60)
+
+    async def main() -> None:
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(serve_http, app, "127.0.0.1", 0, settings)
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+                received = b""
+                async with stream:
+                    await stream.send_all(b"POST / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                    with trio.move_on_after(15) as never:
+                        while True:  # one header byte at a time, never ending the head
+                            try:
+                                await stream.send_all(b"a")
+                            except (trio.BrokenResourceError, OSError):
+                                break
+                            with trio.move_on_after(0.05):
+                                if not (chunk := await stream.receive_some(4096)):
+                                    break
+                                received += chunk
+                assert not never.cancelled_caught, "the server kept the connection open"
+                assert not received.startswith(b"HTTP/1.1 2")
+                nursery.cancel_scope.cancel()
+    trio.run(main)

@@ -1,4 +1,4 @@
-"""/ws end to end: a real hypercorn server on loopback, trio-websocket as the
+"""/ws end to end: a real server (rpc/http11.py) on loopback, trio-websocket as the
 client, rate limits on a hand-driven clock, events from an in-memory chain.
 Every wait is bounded with trio.fail_after; nothing sleeps to synchronise."""
 
