@@ -105,6 +105,11 @@ SubKey = tuple[str, int]
 # grow with the clock (``now_ms * 1000``): this is about a minute of them.
 SID_RESERVE = 60_000_000
 
+# At most this many of our own submissions are pushed again to the primary
+# per status tick (see _push_own_submissions): a bound on the extra traffic
+# when the primary is merely slow, not deaf.
+PUSH_SUBMISSIONS_MAX = 64
+
 
 @dataclass(frozen=True, slots=True)
 class ReplicaConfig:
@@ -239,6 +244,10 @@ class Replica:
         self.sid_reserved = 0  # persisted: every id issued is at most this
         self.pending: OrderedDict[SubKey, Submit] = OrderedDict()
         self.unproposed: OrderedDict[SubKey, Submit] = OrderedDict()
+        # Our own submissions not yet seen in a PRE-PREPARE of this view, with
+        # when we last sent them: a SUBMIT lost on the way to the primary is
+        # pushed again before the backups that did get it time out.
+        self.own_unordered: OrderedDict[SubKey, int] = OrderedDict()
         # Pending submissions this replica saw only inside a PRE-PREPARE, never
         # from their origin: if that pre-prepare does not survive a view
         # change they are dropped (see _install_new_view).
@@ -306,6 +315,8 @@ class Replica:
             out.append(Persist(puts=(("sid", codec.encode(self.sid_reserved)),)))
         out.append(Broadcast(msg.frame()))
         out += self._on_submit(msg, None, now_ms)
+        if msg.key in self.pending:
+            self.own_unordered[msg.key] = now_ms
         return msg.key, out
 
     def on_message(self, sender: str, frame: bytes, now_ms: int) -> list[Action]:
@@ -439,6 +450,8 @@ class Replica:
                                batch.digest(self.cfg.chain_id))
         entry = self._entry(seq)
         entry.pp, entry.batch, entry.touched_ms = pp, batch, now_ms
+        for sub in subs:
+            self.own_unordered.pop(sub.key, None)
         out: list[Action] = [self._persist_entry(entry), Broadcast(pp.frame(batch.to_wire()))]
         self.stats["proposed"] += 1
         return out + self._check_prepared(entry, now_ms)
@@ -496,6 +509,7 @@ class Replica:
         self._check_fresh_batch(m, batch, now_ms)
         entry.pp, entry.batch, entry.touched_ms = m, batch, now_ms
         for sub in batch.subs:
+            self.own_unordered.pop(sub.key, None)
             known = sub.key in self.recent_executed or sub.key in self.pending
             if not known and len(self.pending) < self.cfg.pending_submissions_max:
                 self.pending[sub.key] = sub
@@ -642,6 +656,7 @@ class Replica:
             self.pending.pop(sub.key, None)
             self.unproposed.pop(sub.key, None)
             self.via_pre_prepare.discard(sub.key)
+            self.own_unordered.pop(sub.key, None)
             self.recent_executed[sub.key] = None
         while len(self.recent_executed) > self.cfg.recent_executed_max:
             self.recent_executed.popitem(last=False)
@@ -901,6 +916,9 @@ class Replica:
         self.via_pre_prepare &= in_plan
         self.unproposed = OrderedDict((k, s) for k, s in self.pending.items()
                                       if k not in in_plan)
+        # The new primary may have missed our own: push them in one tick.
+        self.own_unordered = OrderedDict(
+            (k, now_ms - self.cfg.status_interval_ms) for k in self.unproposed if k[0] == self.me)
         puts: list[tuple[str, bytes]] = [("view", codec.encode([nv.view, True]))]
         votes: list[Action] = []
         for pp, (seq, batch) in zip(nv.pre_prepares, plan.batches, strict=True):
@@ -969,6 +987,37 @@ class Replica:
             if commit is not None:
                 out.append(Broadcast(commit.frame()))
             entry.touched_ms = now_ms
+        return out + self._push_own_submissions(now_ms)
+
+    def _push_own_submissions(self, now_ms: int) -> list[Action]:
+        """Send the primary again our own submissions it has not ordered.
+
+        Only a submission's origin may send it (the signature is the
+        origin's and links check the sender), so when the one copy to the
+        primary is lost, nobody else can repair it: the backups that got
+        it would time out and accuse an honest primary, and under load,
+        where every execution re-arms their timer, the request would wait
+        forever.  Pushed once it has waited half a status interval (so
+        before the backups' ``request_timeout_ms``), at most
+        ``PUSH_SUBMISSIONS_MAX`` a tick; a primary that has it drops the copy.
+        """
+        if self.is_primary or not self.own_unordered:
+            return []
+        primary = self.vals.primary(self.view)
+        due = now_ms - self.cfg.status_interval_ms // 2
+        out: list[Action] = []
+        for key, sent_ms in list(self.own_unordered.items()):
+            sub = self.pending.get(key)
+            if sub is None:
+                del self.own_unordered[key]
+                continue
+            if sent_ms > due:
+                continue
+            out.append(Send(primary, sub.frame()))
+            self.own_unordered[key] = now_ms
+            if len(out) >= PUSH_SUBMISSIONS_MAX:
+                break
+        self.stats["submissions_pushed"] += len(out)
         return out
 
     def _on_status(self, m: Status, _extra: Any, now_ms: int) -> list[Action]:

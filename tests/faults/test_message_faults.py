@@ -472,3 +472,31 @@ def test_view_change_messages_delayed_and_reordered(
         assert delayed.get("view-change", 0) > 0 and delayed.get("new-view", 0) > 0, delayed
         assert set(delayed) <= {"view-change", "new-view"}, delayed
         figures.update(check_all(cluster, cluster.ids, list(cluster.acked), mono))
+
+
+def test_lost_submissions_to_the_primary_cost_no_view_change(
+        shimmed: Any, figures: dict[str, Any]) -> None:
+    """M-submit. 25% of one backup's SUBMITs to the primary lost for 15 s"""
+    # Before the origin pushed its unordered submissions again, each lost
+    # SUBMIT made the backups that had it accuse the honest primary
+    # (docs/RELIABILITY.md, finding 9).
+    seed = _seed(figures)
+    s = shimmed(lambda ids: {"window_s": [0, 15], "rules": [
+        {"types": ["submit"], "from": [ids[3]], "to": [ids[0]], "drop": 0.25}]}, seed)
+    cluster = s.cluster
+    ids, origin = cluster.ids, cluster.ids[3]
+    cluster.start_all()
+    cluster.wait_ready()
+    assert cluster.status(origin)["primary"] == ids[0]
+    with Monotonic(cluster, ids) as mono:
+        with LoadLoop(cluster, origin) as load:
+            s.wait_healed(45)
+            figures["commits_under_faults"] = load.count()
+        dropped = s.counts(origin)["types"]["submit"]["dropped"]
+        figures["submits_dropped"] = dropped
+        assert dropped > 0, "no SUBMIT was lost: the scenario tested nothing"
+        assert not load.errors, f"writes failed: {load.errors[-3:]}"
+        started = {i: len(events(cluster, i, "view_change_started")) for i in ids}
+        figures["view_changes"] = sum(started.values())
+        assert not any(started.values()), f"view changes started: {started}"
+        figures.update(check_all(cluster, ids, list(cluster.acked), mono))
