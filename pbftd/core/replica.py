@@ -135,6 +135,14 @@ class ReplicaConfig:
     block_time_skew_max_ms: int = 30_000
     pending_submissions_max: int = 20_000
     future_messages_max: int = 512
+    # Executed submission keys are remembered this long (and at most this
+    # many), to drop late copies of a SUBMIT (the origin's push racing its
+    # PRE-PREPARE, a network duplicate) without proposing them again; the
+    # chain's request keys still keep every request at most once after
+    # that.  Bounded by time so that memory reaches its steady state within
+    # a minute at any load (issue 6: a count bound alone filled for minutes
+    # and showed as RSS growth).
+    recent_executed_ms: int = 60_000
     recent_executed_max: int = 100_000
     limits: Limits = field(default_factory=Limits)
 
@@ -145,7 +153,8 @@ class ReplicaConfig:
         for name in ("batch_requests_max", "batch_bytes_max", "pipeline_depth_max",
                      "partial_depth_max",
                      "request_timeout_ms", "view_change_timeout_ms", "status_interval_ms",
-                     "fetch_timeout_ms", "pending_submissions_max", "future_messages_max"):
+                     "fetch_timeout_ms", "pending_submissions_max", "future_messages_max",
+                     "recent_executed_ms", "recent_executed_max"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
         if self.batch_wait_ms < 0:
@@ -252,7 +261,7 @@ class Replica:
         # from their origin: if that pre-prepare does not survive a view
         # change they are dropped (see _install_new_view).
         self.via_pre_prepare: set[SubKey] = set()
-        self.recent_executed: OrderedDict[SubKey, None] = OrderedDict()
+        self.recent_executed: OrderedDict[SubKey, int] = OrderedDict()  # -> executed at
         # catch-up
         self.peer_status: dict[str, Status] = {}
         self.fetch_inflight: tuple[str, int, int] | None = None
@@ -657,13 +666,18 @@ class Replica:
             self.unproposed.pop(sub.key, None)
             self.via_pre_prepare.discard(sub.key)
             self.own_unordered.pop(sub.key, None)
-            self.recent_executed[sub.key] = None
-        while len(self.recent_executed) > self.cfg.recent_executed_max:
-            self.recent_executed.popitem(last=False)
+            self.recent_executed[sub.key] = now_ms
+        self._forget_executed(now_ms)
         out: list[Action] = [Execute(batch, cert)]
         out.append(self._cancel(TIMER_REQUEST))
         out += self._arm_request_timer(now_ms)
         return out + self._maybe_propose(now_ms, force=False)
+
+    def _forget_executed(self, now_ms: int) -> None:
+        recent, oldest_ms = self.recent_executed, now_ms - self.cfg.recent_executed_ms
+        while recent and (len(recent) > self.cfg.recent_executed_max
+                          or next(iter(recent.values())) < oldest_ms):
+            recent.popitem(last=False)
 
     # ---------------------------------------------------------- checkpoints
 
