@@ -7,8 +7,8 @@ names the proxy's port instead, so every peer connection to node i passes
 through proxy i, in both directions.  Each chunk read is written out
 ``delay_ms ± jitter_ms`` later (a seeded Random per proxy), never before the
 chunk ahead of it: a TCP stream cannot be reordered, so jitter only varies
-the latency.  Message-level reordering would need a shim inside the
-transport (see docs/RELIABILITY.md, "Not done").
+the latency.  Message-level reordering is the message shim's job
+(``tests/faults/msgshim.py``, scenario M).
 """
 
 from __future__ import annotations
