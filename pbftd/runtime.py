@@ -94,6 +94,9 @@ _Submission = tuple[tuple[Request, ...], CommitWaiter]
 # A wall-clock step back larger than this rebuilds the replica (see
 # NodeRuntime._follow_clock_step_back); smaller ones are absorbed by now_ms.
 CLOCK_STEP_BACK_MS = 1_000
+# The owner handles at least the status timer every status interval; a gap
+# this many intervals long means this process was not running.
+STALL_INTERVALS = 3
 
 
 class NodeRuntime:
@@ -113,6 +116,8 @@ class NodeRuntime:
         self.mesh = mesh
         self._clock = clock
         self._last_now = 0
+        # trio time (monotonic): a pause shows in it, a wall-clock step does not
+        self._last_group_at: float | None = None
         self._send_events, self._events = trio.open_memory_channel[tuple[Any, ...]](EVENTS_MAX)
         self._armed: dict[str, int] = {}
         self._timers_changed = trio.Event()
@@ -173,6 +178,7 @@ class NodeRuntime:
                 self._refuse(group.popleft())
                 continue
             self._follow_clock_step_back()
+            self._follow_stall()
             try:
                 with self.chain.store.group_commit():
                     while group and self.read_only_reason is None:
@@ -312,6 +318,21 @@ class NodeRuntime:
         self.stats["clock_steps_back"] += 1
         self._last_now = wall
         self._rebuild_replica()
+
+    def _follow_stall(self) -> None:
+        """Tell the replica when this process was not running (SIGSTOP, a
+        frozen VM, a stalled disk), before it handles what queued meanwhile:
+        a request timer that ran out while we were away says nothing about
+        the primary (fault scenario 3)."""
+        at, self._last_group_at = self._last_group_at, trio.current_time()
+        gap_ms = 0.0 if at is None else (self._last_group_at - at) * 1000
+        if gap_ms < STALL_INTERVALS * self.replica.cfg.status_interval_ms:
+            return
+        r = self.replica
+        self.log.warning("process_stalled", for_ms=int(gap_ms), view=r.view, seq=r.next_exec,
+                         height=self.chain.tip().height, action="request timers restarted")
+        self.stats["stalls"] += 1
+        self._perform(r.on_resumed(self.now_ms()))
 
     # ------------------------------------------------------------ inputs
 

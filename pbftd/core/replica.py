@@ -337,6 +337,23 @@ class Replica:
             self.stats["rejected_" + exc.reason] += 1
             return [Note("message_rejected", {"peer": sender, "reason": str(exc)})]
 
+    def on_resumed(self, now_ms: int) -> list[Action]:
+        """The shell was not running for a while (SIGSTOP, a frozen VM, a
+        stalled disk): the request and NEW-VIEW timers that ran out meanwhile
+        measured this replica's absence, not the primary's, and it has not
+        yet read what the others sent.  Restart them from now, as a restart
+        would.  (Fault scenario 3: a backup resumed after 60 s accused the
+        primary before reading a frame, and sat alone in the next view.)"""
+        self.last_progress_ms = now_ms
+        out: list[Action] = []
+        if TIMER_REQUEST in self.timers:
+            out.append(self._set(TIMER_REQUEST, now_ms + self.cfg.request_timeout_ms))
+        if TIMER_NEW_VIEW in self.timers:
+            exp = min(self.vc_attempts, self.cfg.view_change_backoff_exp_max)
+            out.append(self._set(TIMER_NEW_VIEW,
+                                 now_ms + self.cfg.view_change_timeout_ms * (2 ** exp)))
+        return out
+
     def on_timer(self, name: str, now_ms: int) -> list[Action]:
         # The shell fires only the latest arming of a timer; a name we no
         # longer hold was cancelled.  No comparison with ``now_ms``: a wall

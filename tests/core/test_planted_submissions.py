@@ -56,3 +56,21 @@ def test_a_submission_from_its_origin_survives_the_view_change_and_is_pushed() -
     out = replica.on_timer(TIMER_REQUEST, due)
     assert _accuses(replica, out) and replica.view == 2, \
         "a primary that never proposes a submission its origin sent must be accused"
+
+
+def test_a_resumed_replica_restarts_its_request_timer_instead_of_accusing() -> None:
+    """Paused (SIGSTOP) past its request timer, it has not read what the
+    others sent meanwhile (fault scenario 3: a backup resumed after 60 s
+    accused at once and sat alone in the next view)."""
+    p = Peers(4)
+    replica = p.replica("n3")
+    shell = Shell(replica)
+    direct = p.submit("n2", b"direct")
+    shell.run(p.deliver(replica, direct))
+    resumed = replica.timers[TIMER_REQUEST] + 60_000
+    out = shell.run(replica.on_resumed(resumed), resumed)
+    assert not _accuses(replica, out) and replica.view == 0
+    assert replica.timers[TIMER_REQUEST] == resumed + p.cfg.request_timeout_ms
+    # A primary that still does not propose it is accused one timeout later.
+    out = replica.on_timer(TIMER_REQUEST, replica.timers[TIMER_REQUEST])
+    assert _accuses(replica, out) and replica.view == 1
