@@ -8,6 +8,7 @@ so handlers can record which client of this court made a write.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import trio
@@ -111,10 +112,21 @@ def _metrics(node: Node) -> Registry:
               labelnames=("peer",),
               callback=lambda: {(peer,): float(depth) for peer, depth in
                                 runtime.mesh.stats.get("queue_depth", {}).items()})
+    reg.gauge("pbftd_process_resident_bytes", "resident memory of this process (VmRSS)",
+              callback=_resident_bytes)
+    reg.gauge("pbftd_rocksdb_memory_bytes", "RocksDB memory by kind",
+              labelnames=("kind",),
+              callback=lambda: {(kind,): float(n)
+                                for kind, n in node.store.memory_bytes().items()})
     latency = reg.histogram("pbftd_commit_latency_seconds",
                             "from accepting a client's submission to its block")
     runtime.on_commit_latency = lambda ms: latency.observe(ms / 1000)
     return reg
+
+
+def _resident_bytes() -> float:
+    with open("/proc/self/statm", "rb") as f:
+        return float(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
 
 
 def build_rpc(node: Node) -> Any:

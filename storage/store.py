@@ -156,6 +156,17 @@ class NodeStore:
 
     # -- reads ---------------------------------------------------------------
 
+    def memory_bytes(self) -> dict[str, int]:
+        """RocksDB's own memory by kind, for /metrics: memtables, the block
+        cache (data, index and filter blocks) and table readers outside it.
+        Why: RSS alone cannot tell the database's bounded caches filling up
+        from a leak (issue 6's long run)."""
+        db = self._require_db()
+        return {kind: int(db.property_int_value(prop) or 0) for kind, prop in (
+            ("memtables", "rocksdb.cur-size-all-mem-tables"),
+            ("block_cache", "rocksdb.block-cache-usage"),
+            ("table_readers", "rocksdb.estimate-table-readers-mem"))}
+
     def last_height(self) -> int | None:
         """Highest stored block height, or None before the first block."""
         self._require_db()

@@ -12,6 +12,7 @@ import json
 import shutil
 import signal
 import subprocess
+import urllib.request
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -312,3 +313,18 @@ def test_second_daemon_on_the_same_data_directory_is_refused(cluster: Cluster) -
     assert first.poll() is None and pid_alive(first.pid), "the first daemon died"
     assert pid_file.read_text().strip() == str(first.pid), "pid file was overwritten"
     assert cluster.attest(court_id)["status"] == "committed"
+
+
+def test_metrics_show_resident_memory_and_rocksdb_memory_by_kind(cluster: Cluster) -> None:
+    """An admin watching RSS must be able to tell RocksDB's bounded memory
+    (memtables, block cache) from the rest: both are on /metrics."""
+    court = cluster.ids[0]
+    cluster.attest(court)
+    with urllib.request.urlopen(cluster.court(court).rpc_url + "metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    values = {line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+              for line in text.splitlines() if line and not line.startswith("#")}
+    assert values["pbftd_process_resident_bytes"] > 10 * 2**20
+    assert values['pbftd_rocksdb_memory_bytes{kind="memtables"}'] > 0
+    assert 'pbftd_rocksdb_memory_bytes{kind="block_cache"}' in values
+    assert 'pbftd_rocksdb_memory_bytes{kind="table_readers"}' in values

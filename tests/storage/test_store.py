@@ -294,3 +294,10 @@ def test_get_states_answers_each_key_in_order(store: NodeStore) -> None:
     assert store.get_states([]) == []
     with pytest.raises(ValueError):
         store.get_states([b""])
+
+
+def test_memory_bytes_reports_rocksdb_memory_by_kind(store: NodeStore) -> None:
+    before = store.memory_bytes()
+    assert set(before) == {"memtables", "block_cache", "table_readers"}
+    put_blocks(store, range(1, 50))
+    assert store.memory_bytes()["memtables"] > before["memtables"]
