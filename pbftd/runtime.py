@@ -94,8 +94,9 @@ _Submission = tuple[tuple[Request, ...], CommitWaiter]
 # A wall-clock step back larger than this rebuilds the replica (see
 # NodeRuntime._follow_clock_step_back); smaller ones are absorbed by now_ms.
 CLOCK_STEP_BACK_MS = 1_000
-# The owner handles at least the status timer every status interval; a gap
-# this many intervals long means this process was not running.
+# The owner handles at least one timer of its core every tick interval (the
+# replica's status timer, the observer's poll); a gap this many intervals
+# long means this process was not running.
 STALL_INTERVALS = 3
 
 
@@ -326,7 +327,7 @@ class NodeRuntime:
         the primary (fault scenario 3)."""
         at, self._last_group_at = self._last_group_at, trio.current_time()
         gap_ms = 0.0 if at is None else (self._last_group_at - at) * 1000
-        if gap_ms < STALL_INTERVALS * self.replica.cfg.status_interval_ms:
+        if gap_ms < STALL_INTERVALS * self.replica.tick_interval_ms:
             return
         r = self.replica
         self.log.warning("process_stalled", for_ms=int(gap_ms), view=r.view, seq=r.next_exec,

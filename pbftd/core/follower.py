@@ -138,6 +138,17 @@ class Follower:
             self.stats["rejected_" + exc.reason] += 1
             return [Note("message_rejected", {"peer": sender, "reason": str(exc)})]
 
+    @property
+    def tick_interval_ms(self) -> int:
+        """The longest the shell goes without a timer of ours to handle
+        (the runtime's stall check, ``NodeRuntime._follow_stall``)."""
+        return self.cfg.poll_interval_ms
+
+    def on_resumed(self, now_ms: int) -> list[Action]:
+        """The shell was not running for a while.  An observer holds no timer
+        that accuses anyone, and its fetch timer simply fires: nothing to do."""
+        return []
+
     def on_timer(self, name: str, now_ms: int) -> list[Action]:
         if self.timers.pop(name, None) is None:
             return []

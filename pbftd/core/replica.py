@@ -337,6 +337,12 @@ class Replica:
             self.stats["rejected_" + exc.reason] += 1
             return [Note("message_rejected", {"peer": sender, "reason": str(exc)})]
 
+    @property
+    def tick_interval_ms(self) -> int:
+        """The longest the shell goes without a timer of ours to handle
+        (the status timer; the runtime's stall check reads it)."""
+        return self.cfg.status_interval_ms
+
     def on_resumed(self, now_ms: int) -> list[Action]:
         """The shell was not running for a while (SIGSTOP, a frozen VM, a
         stalled disk): the request and NEW-VIEW timers that ran out meanwhile
