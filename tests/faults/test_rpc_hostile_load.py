@@ -299,6 +299,16 @@ class _AnswerOnceAndClose(socketserver.BaseRequestHandler):
     Written a few bytes at a time, so the client's reads cut it."""
 
     answered = 0
+    active = 0  # handlers still running: the count is final only at 0
+    lock = threading.Lock()
+
+    def setup(self) -> None:
+        with self.lock:
+            type(self).active += 1
+
+    def finish(self) -> None:
+        with self.lock:
+            type(self).active -= 1
 
     def handle(self) -> None:
         sock = self.request
@@ -311,7 +321,8 @@ class _AnswerOnceAndClose(socketserver.BaseRequestHandler):
         for k in range(0, len(_ANSWER_429), 5):
             sock.sendall(_ANSWER_429[k:k + 5])
             time.sleep(0.001)
-        type(self).answered += 1
+        with self.lock:
+            type(self).answered += 1
         sock.shutdown(socket.SHUT_WR)
         while sock.recv(65536):
             pass
@@ -327,6 +338,8 @@ def test_flood_offers_its_rate_and_accounts_for_every_request() -> None:
         report = flood.flood("127.0.0.1", server.server_address[1], rate_per_s=400,
                              seconds=1.0, connections=4, depth_max=8, body=b"{}",
                              drain_s=2.0)
+        # A handler may still be between its last byte and its count.
+        wait_until(lambda: _AnswerOnceAndClose.active == 0, 10, "the test server's handlers")
     finally:
         server.shutdown()
         server.server_close()
