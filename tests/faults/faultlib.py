@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.daemon.harness import PYTHON, Cluster, log_events, wait_until
+from tests.daemon.harness import PYTHON, Cluster, LoadLoop, log_events, wait_until
 
 APT_LINE = "apt-get install -y iproute2 nftables fiu-utils faketime"
 
@@ -114,6 +114,22 @@ def wait_new_primary(cluster: Cluster, ids: list[str], old_view: int, timeout_s:
     return wait_until(moved, timeout_s, f"{ids} to agree on an active view above {old_view}")
 
 
+def replace_paused_primary(cluster: Cluster, load: LoadLoop, primary: str, others: list[str],
+                           old_view: int, figures: dict[str, Any]) -> int:
+    """SIGSTOP ``primary`` under ``load``: the others install a new view
+    (``figures["view_change_s"]``) and commit in it; then SIGCONT, and wait
+    until it has joined that view.  Returns the new view."""
+    t0 = time.monotonic()
+    cluster.pause(primary)
+    view, _ = wait_new_primary(cluster, others, old_view, 60, not_primary=primary)
+    figures["view_change_s"] = round(time.monotonic() - t0, 2)
+    load.wait_commits(5, 30, f"in view {view}")
+    cluster.resume(primary)
+    wait_until(lambda: cluster.status(primary)["view"] >= view, 30,
+               f"{primary} to rejoin view {view}")
+    return view
+
+
 def catch_up(cluster: Cluster, laggard: str, ref: list[str], timeout_s: float) -> float:
     """Seconds until ``laggard`` reaches the height ``ref`` had when called."""
     target = max(cluster.status(i)["height"] for i in ref)
@@ -175,5 +191,5 @@ class WrappedCluster(Cluster):
 
 
 __all__ = ["APT_LINE", "REPO_ROOT", "WrappedCluster", "catch_up", "events", "fresh_cluster",
-           "log_offsets", "metrics", "primary_of", "require_root", "require_tool", "seeded_rng",
-           "views_started", "vm_rss_kb", "wait_new_primary"]
+           "log_offsets", "metrics", "primary_of", "replace_paused_primary", "require_root",
+           "require_tool", "seeded_rng", "views_started", "vm_rss_kb", "wait_new_primary"]
