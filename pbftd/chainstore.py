@@ -83,9 +83,6 @@ class ChainStore:
         height, block_hash, time_ms, state_root = codec.decode(raw, size_max=SIZE_MAX)
         return ChainTip(height, block_hash, time_ms, state_root)
 
-    def executed_before(self, key: RequestKey) -> bool:
-        return self.store.get_state(_request_state_key(key)) is not None
-
     def _executed_among(self, batch: Batch) -> tuple[set[RequestKey], dict[RequestKey, bytes]]:
         """Which of the batch's request keys were executed in earlier blocks,
         with each key's state key: one RocksDB multi-get for the whole batch

@@ -1,6 +1,6 @@
 """ChainStore.append against the pure core: same blocks, at most once.
 
-Issue 6 replaced the per-transaction lookup of ``executed_before`` by one
+Issue 6 replaced the per-transaction at-most-once lookup by one
 multi-get per block and splices the request records by hand.  The blocks
 must stay exactly what ``core.chain.execute_batch`` makes with a plain set
 of executed keys: same hashes, same state roots, same duplicates skipped.
