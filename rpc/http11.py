@@ -27,6 +27,12 @@ Rules this module keeps (they are the hypercorn settings it replaces):
 * ``Upgrade: websocket`` requests become ASGI ``websocket`` scopes through
   wsproto, with the ``websocket.http.response`` extension (refusals carry
   a status and a body) and messages of at most ``ws_message_bytes_max``.
+* A connection closed while the client may still be sending (a refused
+  head, a body not read) is closed lingering: our side is shut, and what
+  the client still sends is read and dropped for at most
+  ``LINGER_S`` / ``LINGER_BYTES``.  Closing with unread bytes would make
+  the kernel send a reset, which can destroy the error answer before the
+  client reads it (RFC 9112 section 9.6).
 * Shutdown stops accepting, closes idle connections, gives requests in
   progress ``graceful_timeout_s``, then cancels what is left.
 """
@@ -66,6 +72,8 @@ App = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
 
 _RECEIVE_BYTES = 64 * 1024
 _NETWORK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+LINGER_S = 1.0  # a lingering close reads and drops for this long at most
+LINGER_BYTES = 1024 * 1024  # ... and at most this much
 CLOSE_ABNORMAL = 1006
 CLOSE_TOO_BIG = 1009
 
@@ -154,19 +162,40 @@ class _Connection:
 
     async def run(self) -> None:
         try:
-            while not self.server.closing:
-                event = await self._next_request()
-                if not isinstance(event, h11.Request):
-                    return
-                if _is_websocket(event):
-                    await _WebSocket(self, event).run()
-                    return
-                await self._http(event)
-                if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
-                    return
-                self.h11.start_next_cycle()
+            await self._serve()
         except h11.RemoteProtocolError as exc:
             await self._refuse_malformed(exc)
+        except _NETWORK_ERRORS:
+            return
+        if self.h11.their_state in (h11.SEND_BODY, h11.ERROR):
+            await self._linger()  # the client may still be sending
+
+    async def _serve(self) -> None:
+        while not self.server.closing:
+            event = await self._next_request()
+            if not isinstance(event, h11.Request):
+                return
+            if _is_websocket(event):
+                await _WebSocket(self, event).run()
+                return
+            await self._http(event)
+            if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
+                return
+            self.h11.start_next_cycle()
+
+    async def _linger(self) -> None:
+        """Shut our side, then read and drop what the client still sends,
+        within ``LINGER_S`` and ``LINGER_BYTES``, so the close is not a reset
+        that loses the answer we just sent."""
+        try:
+            await self.stream.send_eof()
+            dropped = 0
+            with trio.move_on_after(LINGER_S):
+                while dropped < LINGER_BYTES:
+                    chunk = await self.stream.receive_some(_RECEIVE_BYTES)
+                    if not chunk:
+                        return
+                    dropped += len(chunk)
         except _NETWORK_ERRORS:
             pass
 
