@@ -9,6 +9,7 @@ so handlers can record which client of this court made a write.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import trio
@@ -114,6 +115,9 @@ def _metrics(node: Node) -> Registry:
                                 runtime.mesh.stats.get("queue_depth", {}).items()})
     reg.gauge("pbftd_process_resident_bytes", "resident memory of this process (VmRSS)",
               callback=_resident_bytes)
+    reg.gauge("pbftd_python_allocated_blocks",
+              "memory blocks Python's allocator holds (sys.getallocatedblocks)",
+              callback=lambda: float(sys.getallocatedblocks()))
     reg.gauge("pbftd_rocksdb_memory_bytes", "RocksDB memory by kind",
               labelnames=("kind",),
               callback=lambda: {(kind,): float(n)

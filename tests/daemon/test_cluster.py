@@ -328,3 +328,4 @@ def test_metrics_show_resident_memory_and_rocksdb_memory_by_kind(cluster: Cluste
     assert values['pbftd_rocksdb_memory_bytes{kind="memtables"}'] > 0
     assert 'pbftd_rocksdb_memory_bytes{kind="block_cache"}' in values
     assert 'pbftd_rocksdb_memory_bytes{kind="table_readers"}' in values
+    assert values["pbftd_python_allocated_blocks"] > 10_000
