@@ -484,6 +484,7 @@ class Replica:
         entry.pp, entry.batch, entry.touched_ms = pp, batch, now_ms
         for sub in subs:
             self.own_unordered.pop(sub.key, None)
+        self.wire.forget_submits(subs)
         out: list[Action] = [self._persist_entry(entry), Broadcast(pp.frame(batch.to_wire()))]
         self.stats["proposed"] += 1
         return out + self._check_prepared(entry, now_ms)

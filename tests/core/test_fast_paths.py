@@ -198,3 +198,27 @@ def test_the_submit_memory_is_bounded_in_bytes() -> None:
     wire, _ = _wire(peers, Limits(opened_submits_bytes_max=len(sub.env.signed) - 1))
     wire.open(sub.frame())
     assert not wire._submits
+
+
+def test_a_primary_forgets_the_submits_it_ordered() -> None:
+    """The memory holds SUBMITs until the PRE-PREPARE that brings them back;
+    a primary never opens its own, so it forgets them when it proposes."""
+    peers = Peers(4, batch_wait_ms=0)
+    primary = peers.replica("n0")
+    subs = [peers.submit(f"n{1 + i}") for i in range(3)]
+    for sub in subs:
+        peers.deliver(primary, sub)
+    assert primary.stats["proposed"] >= 1
+    assert not primary.wire._submits and primary.wire._submits_bytes == 0
+
+
+def test_forgetting_keeps_submits_not_ordered_and_checks_the_bytes() -> None:
+    peers = Peers()
+    wire, _ = _wire(peers)
+    a, b = (peers.submit(peers.ids[1], p) for p in (b"a", b"b"))
+    wire.open(a.frame())
+    wire.open(b.frame())
+    forged = peers.submit(peers.ids[2], b"other")
+    wire.forget_submits([a, forged])
+    assert list(wire._submits) == [b.env.sig]
+    assert wire._submits_bytes == len(b.env.signed)
