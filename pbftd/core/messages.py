@@ -645,8 +645,11 @@ class Wire:
                 self._submits_bytes -= len(signed)
                 return known
         msg = self._open_envelope(signed, sig, expected)
-        if type(msg) is Submit:
-            self._remember_submit(msg)
+        if expected is None and type(msg) is Submit:
+            # A SUBMIT frame of its own: the PRE-PREPARE that orders it will
+            # bring it back.  One opened inside a batch (a PRE-PREPARE, a view
+            # change, a catch-up reply) has had its use and is not kept.
+            self.remember_submit(msg)
         return msg
 
     def forget_submits(self, subs: Iterable[Submit]) -> None:
@@ -661,7 +664,9 @@ class Wire:
                 del self._submits[sub.env.sig]
                 self._submits_bytes -= len(known.env.signed)
 
-    def _remember_submit(self, msg: Submit) -> None:
+    def remember_submit(self, msg: Submit) -> None:
+        """Keep ``msg`` (opened and checked, or signed by this node) until a
+        PRE-PREPARE brings it back, within the memory's bounds."""
         limits = self.limits
         if msg.env.sig in self._submits:
             return

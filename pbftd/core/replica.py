@@ -323,6 +323,8 @@ class Replica:
             self.sid_reserved = sid + SID_RESERVE
             out.append(Persist(puts=(("sid", codec.encode(self.sid_reserved)),)))
         out.append(Broadcast(msg.frame()))
+        # its PRE-PREPARE brings it back: no need to verify our own signature then
+        self.wire.remember_submit(msg)
         out += self._on_submit(msg, None, now_ms)
         if msg.key in self.pending:
             self.own_unordered[msg.key] = now_ms

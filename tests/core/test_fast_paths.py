@@ -25,11 +25,12 @@ from pbftd.core.messages import (
     Commit,
     Limits,
     ProtocolError,
+    Request,
     Submit,
     Wire,
     encode_tx,
 )
-from tests.core.harness import CHAIN_ID, Peers
+from tests.core.harness import CHAIN_ID, NOW, Peers
 
 SETTINGS = settings(max_examples=400, derandomize=True, deadline=None)
 
@@ -222,3 +223,27 @@ def test_forgetting_keeps_submits_not_ordered_and_checks_the_bytes() -> None:
     wire.forget_submits([a, forged])
     assert list(wire._submits) == [b.env.sig]
     assert wire._submits_bytes == len(b.env.signed)
+
+
+def test_submits_opened_inside_a_batch_are_not_kept() -> None:
+    """A catch-up reply or a view change carries batches whose SUBMITs will
+    not come back; keeping them filled the memory for nothing."""
+    peers = Peers()
+    wire, verifier = _wire(peers)
+    batch = _batch(peers)
+    Batch.parse(batch.to_wire(), wire)
+    assert verifier.calls == len(batch.subs)
+    assert not wire._submits and wire._submits_bytes == 0
+
+
+def test_a_backup_does_not_verify_its_own_submit_when_its_pre_prepare_brings_it() -> None:
+    peers = Peers(4, batch_wait_ms=0)
+    backup = peers.replica("n1")
+    counting = CountingVerifier()
+    backup.wire.verifier = counting
+    key, _out = backup.submit([Request("client", "r-1", b"mine")], NOW)
+    (own,) = backup.wire._submits.values()
+    assert own.key == key
+    peers.deliver_pre_prepare(backup, peers.batch(1, subs=(own,)))
+    assert counting.calls == 1  # the PRE-PREPARE's signature only
+    assert not backup.wire._submits
