@@ -25,7 +25,7 @@ from config.settings import listen_addresses
 from p2p import Mesh, MeshConfig, PeerInfo
 from storage import NodeStore, StoreError, StoreIOError
 
-from . import evidence, sdnotify
+from . import evidence, memtrim, sdnotify
 from .chainstore import ChainStore
 from .core.chain import ChainTip
 from .core.crypto import Signer, Verifier
@@ -177,6 +177,7 @@ async def serve(node: Node, *, task_status: trio.TaskStatus[None] = trio.TASK_ST
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signals, nursery.cancel_scope)
         await nursery.start(node.runtime.run)
+        nursery.start_soon(memtrim.trim_forever)
         if node.court.is_validator:
             nursery.start_soon(run_keeper, node)
         if extra_services is not None:
