@@ -39,8 +39,10 @@ _BLOOM_BITS_PER_KEY = 10
 # files every few minutes, and the dead copies then filled the cache for
 # good: at 300,000 attestations 17 MB of index and filter blocks were cached
 # of which 2.5 MB belonged to live files (issue 6's 600 s run, where the
-# cache filling was half of each node's RSS growth).  RocksDB's own
-# comment suggests a few hundred as cheap and thorough.
+# cache filling was half of each node's RSS growth).  In the setting of
+# tests/storage/test_block_cache.py 100 already erased them all; 300 leaves
+# a margin; the work is done when a file becomes obsolete, usually on
+# RocksDB's background threads.
 _UNCACHE_AGGRESSIVENESS = 300
 
 
