@@ -271,11 +271,23 @@ class RpcSettings:
         parse=_int(1, _HOUR_MS),
         doc="longest a call may run (wait: true included), milliseconds",
     )
+    connections_max: int = setting(
+        4096, parse=_int(1, 1_000_000),
+        doc="open RPC connections at once; more get 503 (keep under LimitNOFILE), connections",
+    )
+    connections_per_address_max: int = setting(
+        256, parse=_int(1, 1_000_000),
+        doc="open RPC connections from one client address; more get 503, connections",
+    )
     tokens: tuple[RpcToken, ...] = table_array(
         RpcToken, items_max=TOKENS_MAX, doc="bearer tokens and their scopes"
     )
 
     def problems(self) -> Iterator[tuple[str, str]]:
+        if self.connections_per_address_max > self.connections_max:
+            yield "connections_per_address_max", (
+                f"must not exceed connections_max ({self.connections_max}), "
+                f"got {self.connections_per_address_max}")
         for attr in ("name", "sha256"):
             seen: set[str] = set()
             for i, token in enumerate(self.tokens):

@@ -160,4 +160,6 @@ async def start_rpc(node: Node, nursery: trio.Nursery) -> None:
     read_timeout_s = max(65, node.settings.rpc.request_timeout_ms // 1000 + 35)
     await nursery.start(lambda task_status: serve_rpc(
         build_rpc(node), host.strip("[]"), int(port), read_timeout_s=read_timeout_s,
+        connections_max=node.settings.rpc.connections_max,
+        connections_per_address_max=node.settings.rpc.connections_per_address_max,
         task_status=task_status))

@@ -33,6 +33,13 @@ Rules this module keeps (they are the hypercorn settings it replaces):
   ``LINGER_S`` / ``LINGER_BYTES``.  Closing with unread bytes would make
   the kernel send a reset, which can destroy the error answer before the
   client reads it (RFC 9112 section 9.6).
+* At most ``connections_max`` connections are served at once, and at most
+  ``connections_per_address_max`` from one client address; a connection
+  over either cap is answered 503 with ``Retry-After`` and closed at once.
+  Why: every connection holds a file descriptor and a task; without a cap
+  one client opening sockets (fault scenario 16b) used up the process's
+  file limit, and with it every other agency's access.  The per-address cap
+  keeps one client from filling the global one.
 * Shutdown stops accepting, closes idle connections, gives requests in
   progress ``graceful_timeout_s``, then cancels what is left.
 """
@@ -40,6 +47,8 @@ Rules this module keeps (they are the hypercorn settings it replaces):
 from __future__ import annotations
 
 import contextlib
+import json
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -63,7 +72,7 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError as WsLocalError
 from wsproto.utilities import RemoteProtocolError as WsRemoteError
 
-__all__ = ["HttpSettings", "serve_http"]
+__all__ = ["HttpSettings", "refusal_message", "serve_http"]
 
 log = structlog.get_logger("pbftd.rpc.http")
 
@@ -85,15 +94,22 @@ class HttpSettings:
     head_bytes_max: int = 16 * 1024
     graceful_timeout_s: float = 3.0
     ws_message_bytes_max: int = 16 * 1024 * 1024
+    connections_max: int = 4096
+    connections_per_address_max: int = 256
 
 
 async def serve_http(app: App, host: str, port: int, settings: HttpSettings, *,
                      shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+                     turn_away: Callable[[str, int], bytes] | None = None,
                      task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve until cancelled or ``shutdown_trigger`` returns; reports the bound port."""
+    """Serve until cancelled or ``shutdown_trigger`` returns; reports the bound port.
+
+    ``turn_away(cap, limit)`` gives the body of the 503 for a connection
+    over a cap (``cap`` is ``"total"`` or ``"address"``); the caller also
+    counts it there.  Without it the body is a plain JSON object."""
     listeners = await trio.open_tcp_listeners(port, host=host or None)
     bound = listeners[0].socket.getsockname()[1]
-    server = _Server(app, settings)
+    server = _Server(app, settings, turn_away or _plain_refusal)
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:
             accepting.start_soon(partial(trio.serve_listeners, server.handle, listeners,
@@ -113,25 +129,70 @@ async def serve_http(app: App, host: str, port: int, settings: HttpSettings, *,
 
 
 class _Server:
-    def __init__(self, app: App, settings: HttpSettings) -> None:
+    def __init__(self, app: App, settings: HttpSettings,
+                 turn_away: Callable[[str, int], bytes]) -> None:
         self.app = app
         self.settings = settings
+        self.turn_away = turn_away
         self.closing = False
         self.connections: set[_Connection] = set()
+        self.per_address: Counter[Any] = Counter()
         self.drained = trio.Event()
 
     async def handle(self, stream: trio.SocketStream) -> None:
         conn = _Connection(self, stream)
+        address = conn.client[0] if conn.client else None
+        cap = self._cap_reached(address)
+        if cap is not None:
+            limit = (self.settings.connections_max if cap == "total"
+                     else self.settings.connections_per_address_max)
+            await _turn_away(stream, self.turn_away(cap, limit))
+            return
         self.connections.add(conn)
+        self.per_address[address] += 1
         try:
             await conn.run()
         except Exception:  # our bug on one connection must not stop the server
             log.exception("rpc.http_connection_failed", peer=conn.client)
         finally:
             self.connections.discard(conn)
+            self.per_address[address] -= 1
+            if not self.per_address[address]:
+                del self.per_address[address]
             await trio.aclose_forcefully(stream)
             if self.closing and not self.connections:
                 self.drained.set()
+
+    def _cap_reached(self, address: Any) -> str | None:
+        if len(self.connections) >= self.settings.connections_max:
+            return "total"
+        if self.per_address[address] >= self.settings.connections_per_address_max:
+            return "address"
+        return None
+
+
+def _plain_refusal(cap: str, limit: int) -> bytes:
+    return json.dumps({"error": refusal_message(cap, limit)}).encode()
+
+
+def refusal_message(cap: str, limit: int) -> str:
+    """What a client over a connection cap is told."""
+    what = "connections" if cap == "total" else "connections from your address"
+    return f"too many {what} (at most {limit}); retry later"
+
+
+async def _turn_away(stream: trio.SocketStream, body: bytes) -> None:
+    """Answer 503 and close without reading: the connection is over a cap.
+
+    Not a lingering close: a client opening sockets in a loop must not make
+    us hold each one for ``LINGER_S``.  A client that had already sent a
+    request may see a reset instead of the answer; it retries either way."""
+    head = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+            b"retry-after: 1\r\nconnection: close\r\ncontent-length: %d\r\n\r\n" % len(body))
+    with trio.move_on_after(1.0):
+        with contextlib.suppress(*_NETWORK_ERRORS):
+            await stream.send_all(head + body)
+    await trio.aclose_forcefully(stream)
 
 
 def _addresses(stream: trio.SocketStream) -> tuple[Any, Any]:

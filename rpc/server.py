@@ -46,12 +46,13 @@ import structlog
 import trio
 
 from .errors import INTERNAL_ERROR, INVALID_REQUEST, TIMEOUT, UNAUTHORIZED, RpcError
-from .http11 import HttpSettings, serve_http
+from .http11 import HttpSettings, refusal_message, serve_http
 from .jsonrpc import Dispatcher, RpcContext, encode_response, error_response
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Registry
 from .node_api import NodeApi
 from .ratelimit import (
+    RATE_LIMITED,
     RateLimiter,
     call_count,
     error_responses,
@@ -372,7 +373,9 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 
 def http_settings(*, read_timeout_s: int = 65, keep_alive_timeout_s: float = 5.0,
-                  ws_message_bytes_max: int = 16 * 1024 * 1024) -> HttpSettings:
+                  ws_message_bytes_max: int = 16 * 1024 * 1024,
+                  connections_max: int = 4096,
+                  connections_per_address_max: int = 256) -> HttpSettings:
     """The HTTP server's limits for a node's RPC port (rpc/http11.py).
 
     A socket silent for `read_timeout_s` is dropped even while its request
@@ -381,12 +384,30 @@ def http_settings(*, read_timeout_s: int = 65, keep_alive_timeout_s: float = 5.0
     """
     return HttpSettings(read_timeout_s=read_timeout_s, keep_alive_timeout_s=keep_alive_timeout_s,
                         head_bytes_max=16 * 1024,  # request line plus headers, bytes
-                        graceful_timeout_s=3.0, ws_message_bytes_max=ws_message_bytes_max)
+                        graceful_timeout_s=3.0, ws_message_bytes_max=ws_message_bytes_max,
+                        connections_max=connections_max,
+                        connections_per_address_max=connections_per_address_max)
+
+
+def _connection_refusal(registry: Registry | None) -> Callable[[str, int], bytes]:
+    """The 503 body for a connection over a cap: a JSON-RPC -32005 error, as
+    for a rate limit, so agency clients handle both alike; counted by cap."""
+    refused = (registry.counter("pbftd_rpc_connections_refused_total",
+                                "RPC connections turned away over a connection cap",
+                                labelnames=("cap",)) if registry is not None else None)
+
+    def refusal(cap: str, limit: int) -> bytes:
+        if refused is not None:
+            refused.inc(cap=cap)
+        error = RpcError(RATE_LIMITED, refusal_message(cap, limit), {"retry_after_ms": 1000})
+        return encode_response(error_response(None, error))
+    return refusal
 
 
 async def serve_rpc(app: Callable[..., Awaitable[None]], host: str, port: int, *,
                     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
-                    read_timeout_s: int = 65,
+                    read_timeout_s: int = 65, connections_max: int = 4096,
+                    connections_per_address_max: int = 256,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve `app` until cancelled or `shutdown_trigger` returns; report the bound port.
 
@@ -395,10 +416,14 @@ async def serve_rpc(app: Callable[..., Awaitable[None]], host: str, port: int, *
     """
     settings = http_settings(read_timeout_s=read_timeout_s,
                              ws_message_bytes_max=getattr(app, "message_bytes_max",
-                                                          16 * 1024 * 1024))
+                                                          16 * 1024 * 1024),
+                             connections_max=connections_max,
+                             connections_per_address_max=connections_per_address_max)
+    refusal = _connection_refusal(getattr(app, "registry", None))
     async with trio.open_nursery() as nursery:
         bound = await nursery.start(partial(
-            serve_http, app, host, port, settings, shutdown_trigger=shutdown_trigger))
+            serve_http, app, host, port, settings, shutdown_trigger=shutdown_trigger,
+            turn_away=refusal))
         shown = f"[{host}]" if ":" in host else host
         log.info("rpc.listening", address=f"http://{shown}:{bound}")
         task_status.started(bound)

@@ -90,6 +90,8 @@ BRIEF_DEFAULTS = {
         rate_per_s_anonymous=20,
         rate_per_s_token=2000,
         request_timeout_ms=30000,
+        connections_max=4096,
+        connections_per_address_max=256,
         tokens=(),
     ),
     "metrics": dict(enabled=True),
@@ -173,7 +175,7 @@ BOOL_FIELDS = [(s, f) for s, f in _scalar_fields() if f.type is bool]
 
 def test_schema_has_the_expected_number_of_int_and_bool_keys():
     # Guards the parametrized type tests below against silently testing nothing.
-    assert len(INT_FIELDS) == 22
+    assert len(INT_FIELDS) == 24
     assert len(BOOL_FIELDS) == 5
 
 
@@ -209,6 +211,10 @@ IMPOSSIBLE = [
     ('[p2p]\nlisten = "0.0.0.0:70000"', "[p2p] listen: expected 'host:port', got '0.0.0.0:70000'"),
     ('[p2p]\nlisten = "0.0.0.0"', "[p2p] listen: expected 'host:port'"),
     ("[rpc]\nlisten = 8080", "[rpc] listen: expected a 'host:port' string, got 8080"),
+    (
+        "[rpc]\nconnections_max = 100\nconnections_per_address_max = 200",
+        "[rpc] connections_per_address_max: must not exceed connections_max (100), got 200",
+    ),
     (
         "[p2p]\nreconnect_backoff_min_ms = 20000",
         "[p2p] reconnect_backoff_min_ms: must not exceed reconnect_backoff_max_ms (10000)",

@@ -19,13 +19,15 @@ the connection (the body was not read), and the requests pipelined behind
 that answer are never parsed; what it cannot accept waits in the kernel's
 accept queue.
 
-The RPC server puts no cap on concurrent HTTP connections; what bounds them
-is the time limits (a request head must be complete within the keep-alive
-timeout, 5 s; a body within [rpc] request_timeout_ms, then 408) and the
-process's open-file limit.  16b lowers that limit on one node (prlimit) and holds
-twice as many slow connections as it allows: the node's RPC stops
-accepting (trio retries accept on EMFILE) while its consensus links, store
-and chain carry on, and it serves RPC again once the connections are gone.
+Concurrent HTTP connections are bounded by the time limits (a request head
+must be complete within the keep-alive timeout, 5 s; a body within [rpc]
+request_timeout_ms, then 408), by [rpc] connections_max and
+connections_per_address_max (503 over either; tests/rpc/test_http.py), and
+last by the process's open-file limit.  16b lowers that limit on one node
+(prlimit) below the caps and holds twice as many slow connections as it
+allows: the node's RPC stops accepting (trio retries accept on EMFILE) while
+its consensus links, store and chain carry on, and it serves RPC again once
+the connections are gone.
 """
 
 from __future__ import annotations

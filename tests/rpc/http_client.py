@@ -91,9 +91,11 @@ class Client:
 
 
 @asynccontextmanager
-async def connect(port: int) -> AsyncIterator[Client]:
+async def connect(port: int, *, source: str | None = None) -> AsyncIterator[Client]:
+    """A connection to the server; ``source`` picks the client address
+    (any 127.x.y.z works on Linux loopback)."""
     with trio.fail_after(IO_TIMEOUT_S):
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=source)
     async with stream:
         yield Client(stream, port)
 
@@ -105,13 +107,14 @@ async def fetch(port: int, method: str, target: str, *, body: bytes = b"",
 
 
 @asynccontextmanager
-async def running(app: Any) -> AsyncIterator[int]:
-    """Serve `app` on a free loopback port; shut it down gracefully afterwards."""
+async def running(app: Any, **serve: Any) -> AsyncIterator[int]:
+    """Serve `app` on a free loopback port (``serve``: more serve_rpc
+    arguments); shut it down gracefully afterwards."""
     stop = trio.Event()
     with trio.fail_after(60):  # the whole test, including graceful shutdown
         async with trio.open_nursery() as nursery:
             port = await nursery.start(partial(serve_rpc, app, "127.0.0.1", 0,
-                                               shutdown_trigger=stop.wait))
+                                               shutdown_trigger=stop.wait, **serve))
             try:
                 yield port
             finally:

@@ -22,14 +22,14 @@ JSON_HEADERS = [("content-type", "application/json")]
 
 def serve_and(test: Callable[[int], Awaitable[None]], *, node: FakeNode | None = None,
               limits: RpcLimits | None = None, auth: Any = TOKENS.get,
-              dispatcher: Dispatcher | None = None) -> Registry:
+              dispatcher: Dispatcher | None = None, **serve: Any) -> Registry:
     registry = Registry()
     node = node or FakeNode()
     app = make_app(dispatcher or chain_dispatcher(node), node_api=node, metrics=registry,
                    limits=limits, auth=auth)
 
     async def main() -> None:
-        async with running(app) as port:
+        async with running(app, **serve) as port:
             await test(port)
     trio.run(main)
     return registry
@@ -350,3 +350,47 @@ def test_a_request_head_trickled_byte_by_byte_is_cut_at_the_keep_alive_timeout()
                 assert not received.startswith(b"HTTP/1.1 2")
                 nursery.cancel_scope.cancel()
     trio.run(main)
+
+
+def test_connections_over_a_cap_get_503_and_the_rest_are_served() -> None:
+    """Two per address, three in all: the third from one address and the
+    fourth in all are turned away with a -32005 body saying which cap; a
+    freed slot is usable again, and each refusal is counted by cap."""
+    async def status(client: Any) -> int:
+        response = await client.request("POST", "/", body=request("node.status").encode(),
+                                        headers=JSON_HEADERS)
+        client.reuse()
+        return response.status
+
+    async def check(port: int) -> None:
+        async with connect(port) as a1, connect(port) as a2:
+            assert await status(a1) == 200 and await status(a2) == 200
+            async with connect(port) as a3:
+                refused = await a3.response()
+                assert refused.status == 503 and refused.headers["retry-after"] == "1"
+                error = rpc_body(refused)["error"]
+                assert error["code"] == -32005 and error["data"] == {"retry_after_ms": 1000}
+                assert "from your address (at most 2)" in error["message"]
+                assert await a3.server_closed()
+            async with connect(port, source="127.0.0.2") as b1:
+                assert await status(b1) == 200
+                async with connect(port, source="127.0.0.3") as c1:
+                    refused = await c1.response()
+                    assert refused.status == 503
+                    message = rpc_body(refused)["error"]["message"]
+                    assert "too many connections (at most 3)" in message
+                assert await status(a1) == 200  # the admitted ones are still served
+        with trio.fail_after(5):  # the server notices the closes, then admits again
+            while True:
+                async with connect(port) as again:
+                    try:
+                        if await status(again) == 200:
+                            break
+                    except AssertionError:  # "server closed without a response"
+                        pass
+                await trio.sleep(0.01)
+
+    registry = serve_and(check, connections_max=3, connections_per_address_max=2)
+    refused = parse_metrics(registry.render())["pbftd_rpc_connections_refused_total"]
+    assert sorted(refused) == [("pbftd_rpc_connections_refused_total", '{cap="address"}', 1.0),
+                               ("pbftd_rpc_connections_refused_total", '{cap="total"}', 1.0)]
