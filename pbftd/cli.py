@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--faults", default="all",
                      help="'all', 'none' or a comma list of: drop, dup, delay, partition, "
                           "oneway, isolate, crash, crash_mid, wipe, replay, equivocate, silent, "
-                          "forge, bogus (default all)")
+                          "forge, bogus, censor (default all)")
     sim.add_argument("--plant", help="run a deliberately broken replica (checks the checkers): "
                                      "commit-on-2f, new-view-without-prepared-certs")
     sim.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")

@@ -24,7 +24,9 @@ Rules kept here, in the paper's terms:
 * Checkpoints every K blocks: CHECKPOINT(n, block hash); q matching make it
   stable, h moves to n, the log at or below n is dropped.
 * View change: a replica holding pending requests that has seen no block
-  execute for ``request_timeout_ms`` broadcasts VIEW-CHANGE(v+1, stable checkpoint proof,
+  execute for ``request_timeout_ms`` (or only blocks that pass over its oldest
+  submission, see ``_request_timer_after_execution``) broadcasts
+  VIEW-CHANGE(v+1, stable checkpoint proof,
   prepared certificates).  f+1 view changes for higher views pull a replica
   along.  The new primary sends NEW-VIEW with q view changes and the
   pre-prepares they imply (highest-view prepared batch per seq, null batches in
@@ -252,6 +254,10 @@ class Replica:
         self.last_sid = 0
         self.sid_reserved = 0  # persisted: every id issued is at most this
         self.pending: OrderedDict[SubKey, Submit] = OrderedDict()
+        # When each pending submission came from its origin, oldest first
+        # (not those seen only inside a PRE-PREPARE): the request timer
+        # watches the oldest (see _request_timer_after_execution).
+        self.arrived_ms: OrderedDict[SubKey, int] = OrderedDict()
         self.unproposed: OrderedDict[SubKey, Submit] = OrderedDict()
         # Our own submissions not yet seen in a PRE-PREPARE of this view, with
         # when we last sent them: a SUBMIT lost on the way to the primary is
@@ -353,6 +359,8 @@ class Replica:
         would.  (Fault scenario 3: a backup resumed after 60 s accused the
         primary before reading a frame, and sat alone in the next view.)"""
         self.last_progress_ms = now_ms
+        # Our own absence must not count as the primary passing them over.
+        self.arrived_ms = OrderedDict((k, now_ms) for k in self.arrived_ms)
         out: list[Action] = []
         if TIMER_REQUEST in self.timers:
             out.append(self._set(TIMER_REQUEST, now_ms + self.cfg.request_timeout_ms))
@@ -423,6 +431,7 @@ class Replica:
             self.stats["dropped_pending_full"] += 1
             return []
         self.pending[key] = m
+        self.arrived_ms[key] = now_ms
         self.unproposed[key] = m
         out = self._arm_request_timer(now_ms)
         return out + self._maybe_propose(now_ms, force=False)
@@ -687,17 +696,48 @@ class Replica:
         self.last_progress_ms = now_ms
         if batch.subs:
             self.vc_attempts = 0
+        watched = next(iter(self.arrived_ms.items()), None)
+        arrivals: list[int] = []
         for sub in batch.subs:
             self.pending.pop(sub.key, None)
+            arrived = self.arrived_ms.pop(sub.key, None)
+            if arrived is not None:
+                arrivals.append(arrived)
             self.unproposed.pop(sub.key, None)
             self.via_pre_prepare.discard(sub.key)
             self.own_unordered.pop(sub.key, None)
             self.recent_executed[sub.key] = now_ms
         self._forget_executed(now_ms)
         out: list[Action] = [Execute(batch, cert)]
-        out.append(self._cancel(TIMER_REQUEST))
-        out += self._arm_request_timer(now_ms)
+        out += self._request_timer_after_execution(watched, arrivals, now_ms)
         return out + self._maybe_propose(now_ms, force=False)
+
+    def _request_timer_after_execution(self, watched: tuple[SubKey, int] | None,
+                                       arrivals: list[int], now_ms: int) -> list[Action]:
+        """Restart the request timer after a block, unless the block shows the
+        primary passing over our oldest pending submission.
+
+        PBFT restarts the timer whenever a request it waits for executes.
+        Restarting it on *any* execution, as this replica first did, let a
+        primary delay one submission for ever by ordering others.  An honest
+        primary orders in arrival order, so what executes while our oldest
+        submission waits came to us at about the same time.  The timer is
+        restarted when the oldest executed (a new oldest gets a full
+        timeout) or when the block executed a submission that reached us at
+        most ``request_timeout_ms`` after it; a block holding only later
+        ones, or only ones we never got from their origin (a primary can
+        make those itself, any number), leaves the timer running.  So a
+        primary that passes a submission over is suspected about one
+        timeout after the submissions of its time run out; queueing under
+        load (first in, first out) does not count against it.
+        """
+        oldest = next(iter(self.arrived_ms.items()), None)
+        restart = (oldest is None or oldest != watched
+                   or any(t <= oldest[1] + self.cfg.request_timeout_ms for t in arrivals))
+        if restart or TIMER_REQUEST not in self.timers:
+            return [self._cancel(TIMER_REQUEST), *self._arm_request_timer(now_ms)]
+        self.stats["request_timer_kept"] += 1
+        return []
 
     def _forget_executed(self, now_ms: int) -> None:
         recent, oldest_ms = self.recent_executed, now_ms - self.cfg.recent_executed_ms
@@ -954,6 +994,8 @@ class Replica:
         for key in self.via_pre_prepare - in_plan:
             self.pending.pop(key, None)
         self.via_pre_prepare &= in_plan
+        # A new primary is judged from now on, not by what its predecessor did.
+        self.arrived_ms = OrderedDict((k, now_ms) for k in self.arrived_ms)
         self.unproposed = OrderedDict((k, s) for k, s in self.pending.items()
                                       if k not in in_plan)
         # The new primary may have missed our own: push them in one tick.

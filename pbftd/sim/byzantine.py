@@ -1,11 +1,15 @@
 """Byzantine behaviour for simulated nodes that hold a real validator key.
 
-``forge`` turns one outgoing frame into a near-valid malformed or forged one
-(ByzzFuzz-style small-scope mutations); ``bogus_messages`` builds validly
-signed messages whose *proofs* are wrong: view changes with prepared
-certificates made of repeated or non-backup signers, checkpoint proofs with
-too few or repeated signers, NEW-VIEWs from non-primaries, views at 2^63-1.
-Every one of them must be rejected by honest replicas without effect.
+``CensoringReplica`` is an otherwise correct replica that never takes a
+submission of one origin (the victim): as primary it keeps ordering everyone
+else's, so the backups must notice that the victim's wait is not queueing
+(the request timer rule of docs/CONSENSUS.md section 9.1).  ``forge`` turns
+one outgoing frame into a near-valid malformed or forged one (ByzzFuzz-style
+small-scope mutations); ``bogus_messages`` builds validly signed messages
+whose *proofs* are wrong: view changes with prepared certificates made of
+repeated or non-backup signers, checkpoint proofs with too few or repeated
+signers, NEW-VIEWs from non-primaries, views at 2^63-1.  Every one of them
+must be rejected by honest replicas without effect.
 """
 
 from __future__ import annotations
@@ -33,6 +37,21 @@ from ..core.messages import (
 from ..core.replica import Replica
 
 HUGE = codec.INT_MAX
+
+
+class CensoringReplica(Replica):
+    """Drops every SUBMIT from ``victim`` (the origin's pushes included), so
+    as primary it never proposes them; it votes and executes like any other."""
+
+    def __init__(self, *args: Any, victim: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.victim = victim
+
+    def _on_submit(self, m: Any, extra: Any, now_ms: int) -> list[Any]:
+        if m.key[0] == self.victim:
+            self.stats["censored"] += 1
+            return []
+        return super()._on_submit(m, extra, now_ms)
 
 
 def _resign(signer: Signer, head: list[Any], canonical: bool = True) -> list[bytes]:

@@ -36,7 +36,7 @@ from ..core.crypto import CachingVerifier, Signer, sha256
 from ..core.messages import Batch, Commit, CommittedBlock, Request
 from ..core.replica import ExecutedTip, Replica, ReplicaConfig
 from ..core.validators import ValidatorSet
-from .byzantine import bogus_messages, forge
+from .byzantine import CensoringReplica, bogus_messages, forge
 from .checkers import Checker
 from .faults import BYZANTINE_KINDS
 from .network import Network, NetworkRates
@@ -115,6 +115,9 @@ class Cluster:
         self.counter = 0
         self.stats: Counter[str] = Counter()
         self.byzantine = self._choose_byzantine(signers)
+        # The honest origin a censoring primary passes over: the last honest node.
+        self.censor_victim = [i for i in self.ids if i not in self.byzantine][-1]
+        self.victim_submitted_ms: dict[RequestKey, int] = {}
         self.wipeable = self._choose_wipeable()
         self.faces: dict[str, list[SimNode]] = {}
         for i in self.ids:
@@ -184,7 +187,12 @@ class Cluster:
         node.up = True
         node.incarnation += 1
         node.timers = {}
-        node.replica = self.factory(self.cfg, self.vals, node.node_id, node.signer, self.verifier)
+        if node.byz == "censor":
+            node.replica = CensoringReplica(self.cfg, self.vals, node.node_id, node.signer,
+                                            self.verifier, victim=self.censor_victim)
+        else:
+            node.replica = self.factory(self.cfg, self.vals, node.node_id, node.signer,
+                                        self.verifier)
         tip = node.store.tip
         actions = node.replica.start(self.now, node.store.records,
                                      ExecutedTip(tip.height, tip.block_hash, tip.time_ms))
@@ -252,6 +260,8 @@ class Cluster:
         store.tip = block.tip
         if node.honest:
             self.checker.on_block(node.node_id, block, self.now)
+            if node.node_id == self.censor_victim:
+                self._note_victim_waits(block)
             for tx in block.fresh:
                 self.outstanding.get(tx.origin, {}).pop(tx.key, None)
         self.stats["blocks_executed"] += 1
@@ -323,8 +333,20 @@ class Cluster:
         if node.honest:
             self.checker.submit(key, req.payload)
             self.outstanding[node_id][key] = req
+            if node_id == self.censor_victim:
+                self.victim_submitted_ms[key] = self.now
         _, actions = node.replica.submit([req], self.now)
         self.run_actions(node, actions)
+
+    def _note_victim_waits(self, block: ExecutedBlock) -> None:
+        """How long the censor's victim waited for its own requests (from the
+        first submission to its own execution): with a censoring primary,
+        ``victim_wait_max_ms`` shows whether the backups noticed."""
+        for tx in block.fresh:
+            submitted = self.victim_submitted_ms.pop(tx.key, None)
+            if submitted is not None:
+                self.stats["victim_wait_max_ms"] = max(self.stats["victim_wait_max_ms"],
+                                                       self.now - submitted)
 
     def _ev_retry(self, node_id: str) -> None:
         """A client resubmits what its court has not executed (same ids)."""

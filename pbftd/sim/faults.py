@@ -17,8 +17,9 @@ FAULT_KINDS = (
     "silent",      # a Byzantine node that never sends
     "forge",       # a Byzantine node sending forged and malformed messages
     "bogus",       # a Byzantine node sending view changes and checkpoints with bad proofs
+    "censor",      # a Byzantine primary that orders every submission but one origin's
 )
-BYZANTINE_KINDS = ("equivocate", "silent", "forge", "bogus")
+BYZANTINE_KINDS = ("equivocate", "silent", "forge", "bogus", "censor")
 
 
 def parse_faults(text: str) -> frozenset[str]:

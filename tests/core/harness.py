@@ -175,6 +175,7 @@ def check_invariants(r: Replica) -> None:
             assert e.batch.digest(r.cfg.chain_id) == e.pp.digest, f"seq {seq} batch/digest"
     if not r.active:
         assert r.vc_latest[r.me].new_view == r.view, "in a view change without our VIEW-CHANGE"
+    assert r.arrived_ms.keys() <= r.pending.keys(), "arrival kept for a submission not pending"
 
 
 # --------------------------------------------------------------------------
