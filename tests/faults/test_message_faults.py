@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -500,3 +501,43 @@ def test_lost_submissions_to_the_primary_cost_no_view_change(
 
 # Seconds after each daemon's launcher started: past start-up, with load running.
 LOSS_AT_S = 12.0
+CENSOR_S = 25.0
+
+
+@pytest.mark.slow
+def test_a_primary_that_never_gets_one_origins_submissions_is_replaced(
+        shimmed: Any, figures: dict[str, Any]) -> None:
+    """M-censor. every SUBMIT of one backup to the primary lost for 25 s, others' load on"""
+    # To the backups this primary looks like one that passes that origin's
+    # submissions over while it keeps ordering everyone else's: the origin's
+    # pushes are lost too.  When any execution restarted the request timer,
+    # nobody accused it and the origin's writes hung for the whole window;
+    # now the backups see that what executes came after the origin's
+    # submission and replace the primary (docs/CONSENSUS.md section 9.1).
+    seed = _seed(figures)
+    window = [LOSS_AT_S, LOSS_AT_S + CENSOR_S]
+    s = shimmed(lambda ids: {"window_s": window, "rules": [
+        {"types": ["submit"], "from": [ids[3]], "to": [ids[0]], "drop": 1}]}, seed)
+    cluster = s.cluster
+    ids, origin = cluster.ids, cluster.ids[3]
+    started_at = time.monotonic()
+    cluster.start_all()
+    cluster.wait_ready()
+    assert cluster.status(origin)["primary"] == ids[0]
+    with Monotonic(cluster, ids) as mono:
+        with LoadLoop(cluster, ids[1]) as others, LoadLoop(cluster, origin) as load:
+            time.sleep(max(0.0, started_at + LOSS_AT_S + 1.0 - time.monotonic()))
+            before = load.count()
+            load.wait_commits(5, CENSOR_S - 3.0, "while its SUBMITs to the primary are lost")
+            figures["origin_resumed_s"] = round(time.monotonic() - started_at - LOSS_AT_S, 1)
+            figures["origin_commits_before"] = before
+            s.wait_healed(LOSS_AT_S + CENSOR_S + 30)
+            figures["commits_others"] = others.count()
+        dropped = s.counts(origin)["types"]["submit"]["dropped"]
+        figures["submits_dropped"] = dropped
+        assert dropped > 0, "no SUBMIT was lost: the load did not run in the window"
+        started = {i: len(events(cluster, i, "view_change_started")) for i in ids}
+        figures["view_changes"] = sum(started.values())
+        assert sum(started.values()) > 0, "the origin's writes committed without a view change?"
+        figures["view"] = max(st["view"] for st in cluster.statuses().values())
+        figures.update(check_all(cluster, ids, list(cluster.acked), mono))
