@@ -688,8 +688,10 @@ class Replica:
             out += self._dispatch(entry.batch, entry.commit_cert, now_ms)
         return out
 
-    def _dispatch(self, batch: Batch, cert: tuple[Commit, ...], now_ms: int) -> list[Action]:
-        """Hand the next block to the shell and settle request bookkeeping."""
+    def _dispatch(self, batch: Batch, cert: tuple[Commit, ...], now_ms: int,
+                  fetched: bool = False) -> list[Action]:
+        """Hand the next block to the shell and settle request bookkeeping;
+        ``fetched``: a block from state transfer, not one we saw ordered."""
         assert batch.seq == self.next_exec
         self.next_exec += 1
         self.next_seq = max(self.next_seq, self.next_exec)
@@ -709,11 +711,12 @@ class Replica:
             self.recent_executed[sub.key] = now_ms
         self._forget_executed(now_ms)
         out: list[Action] = [Execute(batch, cert)]
-        out += self._request_timer_after_execution(watched, arrivals, now_ms)
+        out += self._request_timer_after_execution(watched, arrivals, now_ms, fetched)
         return out + self._maybe_propose(now_ms, force=False)
 
     def _request_timer_after_execution(self, watched: tuple[SubKey, int] | None,
-                                       arrivals: list[int], now_ms: int) -> list[Action]:
+                                       arrivals: list[int], now_ms: int,
+                                       fetched: bool) -> list[Action]:
         """Restart the request timer after a block, unless the block shows the
         primary passing over our oldest pending submission.
 
@@ -730,9 +733,16 @@ class Replica:
         primary that passes a submission over is suspected about one
         timeout after the submissions of its time run out; queueing under
         load (first in, first out) does not count against it.
+
+        A block fetched from a peer always restarts it: we are catching up,
+        and the old blocks hold submissions we never saw, which says nothing
+        of the primary (fault scenario 3 found a backup resumed after 60 s
+        accusing an honest primary in the middle of its catch-up).  A
+        primary that keeps one backup behind, so that it only fetches, is
+        still judged by the others, which see its blocks ordered.
         """
         oldest = next(iter(self.arrived_ms.items()), None)
-        restart = (oldest is None or oldest != watched
+        restart = (fetched or oldest is None or oldest != watched
                    or any(t <= oldest[1] + self.cfg.request_timeout_ms for t in arrivals))
         if restart or TIMER_REQUEST not in self.timers:
             return [self._cancel(TIMER_REQUEST), *self._arm_request_timer(now_ms)]
@@ -1186,7 +1196,7 @@ class Replica:
             valid.append(block)
             expected += 1
         for block in valid:
-            out += self._dispatch(block.batch, block.commits, now_ms)
+            out += self._dispatch(block.batch, block.commits, now_ms, fetched=True)
         inflight = self.fetch_inflight
         if inflight is not None and inflight[0] == m.sender:
             if self.next_exec <= inflight[1]:

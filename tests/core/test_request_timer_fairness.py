@@ -6,7 +6,7 @@ in arrival order."""
 from __future__ import annotations
 
 from pbftd.core.actions import Broadcast
-from pbftd.core.messages import Submit, ViewChange
+from pbftd.core.messages import CommittedBlock, Submit, ViewChange
 from pbftd.core.replica import TIMER_REQUEST, Replica
 
 from .harness import NOW, Peers, Shell
@@ -104,3 +104,22 @@ def test_a_new_view_gives_the_new_primary_a_full_timeout() -> None:
     assert replica.view == 1 and replica.active
     assert replica.arrived_ms[old.key] == later
     assert replica.timers[TIMER_REQUEST] == later + p.cfg.request_timeout_ms
+
+
+def test_blocks_fetched_while_catching_up_restart_the_timer() -> None:
+    """Fault scenario 3: a backup resumed after 60 s fetched 1,600 blocks of
+    submissions it never saw and, with those not restarting its timer,
+    accused the honest primary in the middle of its catch-up."""
+    p = Peers(4, **WIDE)
+    shell = Shell(p.replica("n3"))
+    replica = shell.replica
+    shell.run(p.deliver(replica, p.submit("n2", b"ours"), now_ms=NOW), NOW)
+    for k in range(1, 20):
+        now = NOW + k * STEP_MS
+        assert not _accuses(replica, _fire_due_timer(replica, now)), f"accused at +{now - NOW}"
+        batch = p.batch(k, subs=[p.submit("n1", b"%d" % k)], time_ms=now)
+        commits = tuple(p.commit(s, 0, k, p.digest(batch)) for s in ("n0", "n1", "n2"))
+        reply = p.blocks("n1", (), [CommittedBlock(batch, commits)])
+        shell.run(p.deliver(replica, reply, now_ms=now), now)
+        assert replica.next_exec == k + 1
+    assert replica.timers[TIMER_REQUEST] == now + p.cfg.request_timeout_ms
