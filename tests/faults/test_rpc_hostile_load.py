@@ -231,9 +231,12 @@ def _hostile_load(tmp_path: Path, figures: dict[str, Any], *, flood_s: float,
         f"the flood client offered {report['offered_per_s']}/s, not "
         f"{FLOOD_RATE_PER_S}/s: the scenario did not run", report)
     # the answer to a flood is 429 (an anonymous caller's bucket still
-    # lets 20/s through); anything else would be a failure of the edge
+    # lets 20/s through), or 503 once the flood and the slow clients hold
+    # more than [rpc] connections_per_address_max (256) connections from
+    # one address (the long run's 500 slow clients do); anything else would
+    # be a failure of the edge
     assert statuses.get("429", 0) > 0 and statuses.get("200", 0) > 0, statuses
-    assert set(statuses) <= {"200", "429"}, statuses
+    assert set(statuses) <= {"200", "429", "503"}, statuses
     assert not report["traceback"], "a flood answer contained a traceback"
     assert commits >= 1 and during["commits"] >= 1 and not load.errors, (
         commits, during, load.errors[-3:])
