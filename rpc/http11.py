@@ -72,7 +72,8 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError as WsLocalError
 from wsproto.utilities import RemoteProtocolError as WsRemoteError
 
-__all__ = ["HttpSettings", "refusal_message", "serve_http"]
+__all__ = ["CONNECTIONS_MAX", "CONNECTIONS_PER_ADDRESS_MAX", "HttpSettings", "refusal_message",
+           "serve_http"]
 
 log = structlog.get_logger("pbftd.rpc.http")
 
@@ -83,6 +84,9 @@ _RECEIVE_BYTES = 64 * 1024
 _NETWORK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 LINGER_S = 1.0  # a lingering close reads and drops for this long at most
 LINGER_BYTES = 1024 * 1024  # ... and at most this much
+# Connection caps when the caller sets none (config/settings.py has the node's).
+CONNECTIONS_MAX = 4096
+CONNECTIONS_PER_ADDRESS_MAX = 256
 CLOSE_ABNORMAL = 1006
 CLOSE_TOO_BIG = 1009
 
@@ -94,8 +98,8 @@ class HttpSettings:
     head_bytes_max: int = 16 * 1024
     graceful_timeout_s: float = 3.0
     ws_message_bytes_max: int = 16 * 1024 * 1024
-    connections_max: int = 4096
-    connections_per_address_max: int = 256
+    connections_max: int = CONNECTIONS_MAX
+    connections_per_address_max: int = CONNECTIONS_PER_ADDRESS_MAX
 
 
 async def serve_http(app: App, host: str, port: int, settings: HttpSettings, *,

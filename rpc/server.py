@@ -46,7 +46,13 @@ import structlog
 import trio
 
 from .errors import INTERNAL_ERROR, INVALID_REQUEST, TIMEOUT, UNAUTHORIZED, RpcError
-from .http11 import HttpSettings, refusal_message, serve_http
+from .http11 import (
+    CONNECTIONS_MAX,
+    CONNECTIONS_PER_ADDRESS_MAX,
+    HttpSettings,
+    refusal_message,
+    serve_http,
+)
 from .jsonrpc import Dispatcher, RpcContext, encode_response, error_response
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Registry
@@ -374,8 +380,8 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 def http_settings(*, read_timeout_s: int = 65, keep_alive_timeout_s: float = 5.0,
                   ws_message_bytes_max: int = 16 * 1024 * 1024,
-                  connections_max: int = 4096,
-                  connections_per_address_max: int = 256) -> HttpSettings:
+                  connections_max: int = CONNECTIONS_MAX,
+                  connections_per_address_max: int = CONNECTIONS_PER_ADDRESS_MAX) -> HttpSettings:
     """The HTTP server's limits for a node's RPC port (rpc/http11.py).
 
     A socket silent for `read_timeout_s` is dropped even while its request
@@ -406,8 +412,8 @@ def _connection_refusal(registry: Registry | None) -> Callable[[str, int], bytes
 
 async def serve_rpc(app: Callable[..., Awaitable[None]], host: str, port: int, *,
                     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
-                    read_timeout_s: int = 65, connections_max: int = 4096,
-                    connections_per_address_max: int = 256,
+                    read_timeout_s: int = 65, connections_max: int = CONNECTIONS_MAX,
+                    connections_per_address_max: int = CONNECTIONS_PER_ADDRESS_MAX,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve `app` until cancelled or `shutdown_trigger` returns; report the bound port.
 
