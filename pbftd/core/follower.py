@@ -31,8 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import codec
-from .actions import Action, Execute, Note, Persist, Send, ServeBlocks, SetTimer
+from .actions import Action, Execute, Note, Send, ServeBlocks, SetTimer
 from .certs import check_commit_cert, checkpoint_proof_hash
 from .crypto import Signer, Verifier
 from .messages import (
@@ -47,6 +46,7 @@ from .messages import (
     Wire,
 )
 from .replica import ExecutedTip, serve_fetch
+from .sids import SID_RECORD, SidIssuer
 from .validators import ValidatorSet
 
 __all__ = ["Follower", "FollowerConfig"]
@@ -86,7 +86,7 @@ class Follower:
         self.pending: dict[Any, Any] = {}
         self.executed = 0
         self.next_exec = 1
-        self.last_sid = 0
+        self.sids = SidIssuer()  # our own submissions' ids (see .sids)
         self.stable_seq = 0
         self.stable_hash = b""
         self.stable_proof: tuple[Checkpoint, ...] = ()
@@ -105,8 +105,8 @@ class Follower:
               tip: ExecutedTip | None = None) -> list[Action]:
         if tip is not None:
             self.executed, self.next_exec = tip.height, tip.height + 1
-        if records and "sid" in records:
-            self.last_sid = codec.decode(records["sid"], size_max=64)
+        if records and SID_RECORD in records:
+            self.sids.restore(records[SID_RECORD], 64)
         return [self._set(TIMER_POLL, now_ms)]
 
     def submit(self, requests: Iterable[Request], now_ms: int) -> tuple[tuple[str, int],
@@ -114,14 +114,13 @@ class Follower:
         reqs = tuple(requests)
         if not reqs:
             raise ValueError("nothing to submit")
-        sid = max(self.last_sid + 1, now_ms * 1000)
+        sid = self.sids.peek(now_ms)
         msg = Submit.create(self.signer, self.cfg.chain_id, self.me, sid, reqs)
         if len(reqs) > self.cfg.batch_requests_max or msg.size_bytes > self.cfg.batch_bytes_max:
             raise ValueError(f"a submission may hold at most {self.cfg.batch_requests_max} "
                              f"requests and {self.cfg.batch_bytes_max} bytes")
-        self.last_sid = sid
         frame = msg.frame()
-        out: list[Action] = [Persist(puts=(("sid", codec.encode(sid)),))]
+        out: list[Action] = self.sids.take(sid)
         out += [Send(v, frame) for v in self.vals.ids]
         return msg.key, out
 

@@ -94,18 +94,12 @@ from .messages import (
     ViewChange,
     Wire,
 )
+from .sids import SID_RECORD, SidIssuer
 from .validators import ValidatorSet
 
 __all__ = ["ExecutedTip", "Replica", "ReplicaConfig", "serve_fetch"]
 
 SubKey = tuple[str, int]
-
-# Submission ids are reserved this far ahead in one persisted record, so a
-# SUBMIT needs no write (and no fsync before it is sent) of its own; issue 6
-# found that fsync on the path of every request that reached a backup.  A
-# restarted replica starts above its reservation, so no id is reused.  Ids
-# grow with the clock (``now_ms * 1000``): this is about a minute of them.
-SID_RESERVE = 60_000_000
 
 # At most this many of our own submissions are pushed again to the primary
 # per status tick (see _push_own_submissions): a bound on the extra traffic
@@ -251,8 +245,7 @@ class Replica:
         self.last_progress_ms = 0
         self.batch_due = False  # a partial batch has waited batch_wait_ms (see _maybe_propose)
         # requests
-        self.last_sid = 0
-        self.sid_reserved = 0  # persisted: every id issued is at most this
+        self.sids = SidIssuer()  # our own submissions' ids (see .sids)
         self.pending: OrderedDict[SubKey, Submit] = OrderedDict()
         # When each pending submission came from its origin, oldest first
         # (not those seen only inside a PRE-PREPARE): the request timer
@@ -316,19 +309,12 @@ class Replica:
         reqs = tuple(requests)
         if not reqs:
             raise ValueError("nothing to submit")
-        # Submission ids grow with the clock as well as by one, so a node
-        # whose store was wiped never reuses an id its peers remember.
-        sid = max(self.last_sid + 1, now_ms * 1000)
+        sid = self.sids.peek(now_ms)
         msg = Submit.create(self.signer, self.cfg.chain_id, self.me, sid, reqs)
         if not self._fits_a_batch(msg):
             raise ValueError(f"a submission may hold at most {self.cfg.batch_requests_max} "
                              f"requests and {self.cfg.batch_bytes_max} bytes")
-        self.last_sid = sid
-        out: list[Action] = []
-        if sid > self.sid_reserved:
-            self.sid_reserved = sid + SID_RESERVE
-            out.append(Persist(puts=(("sid", codec.encode(self.sid_reserved)),)))
-        out.append(Broadcast(msg.frame()))
+        out: list[Action] = [*self.sids.take(sid), Broadcast(msg.frame())]
         # its PRE-PREPARE brings it back: no need to verify our own signature then
         self.wire.remember_submit(msg)
         out += self._on_submit(msg, None, now_ms)
@@ -1239,8 +1225,8 @@ class Replica:
         size = self.cfg.limits.frame_bytes_max * 4
         if "view" in records:
             self.view, self.active = codec.decode(records["view"], size_max=size)
-        if "sid" in records:
-            self.last_sid = self.sid_reserved = codec.decode(records["sid"], size_max=size)
+        if SID_RECORD in records:
+            self.sids.restore(records[SID_RECORD], size)
         if "stable" in records:
             seq, block_hash, proof = codec.decode(records["stable"], size_max=size)
             self.stable_seq, self.stable_hash = seq, block_hash

@@ -4,7 +4,7 @@ checks the validators' checkpoint proofs against its own block hashes."""
 import pytest
 
 from pbftd.core import Batch, Execute, Request, Signer, ValidatorSet, Verifier, sha256
-from pbftd.core.actions import Send, ServeBlocks
+from pbftd.core.actions import Persist, Send, ServeBlocks
 from pbftd.core.follower import Follower, FollowerConfig
 from pbftd.core.messages import Blocks, Checkpoint, Commit, CommittedBlock, Fetch, Submit
 
@@ -92,3 +92,27 @@ def test_votes_from_an_observer_key_are_refused() -> None:
     fake = Commit.create(KEYS["obs2"], CHAIN, "obs2", 0, 1, b"\x00" * 32)
     f.on_message("obs2", fake.frame(), 1_100)
     assert f.stats["rejected_unknown_sender"] == 1
+
+
+def test_an_observer_persists_a_reservation_of_ids_not_every_id() -> None:
+    """Like a validator (issue 6): one write a minute, not an fsync before every SUBMIT."""
+    f = _follower()
+    outs = [f.submit([Request("bank", f"q{i}", b"x")], 2_000 + i)[1] for i in range(3)]
+    assert [sum(isinstance(a, Persist) for a in out) for out in outs] == [1, 0, 0]
+    (persist,) = [a for a in outs[0] if isinstance(a, Persist)]
+    assert outs[0].index(persist) < min(i for i, a in enumerate(outs[0]) if isinstance(a, Send))
+
+
+def test_a_restarted_observer_never_reuses_an_id_even_if_its_clock_went_back() -> None:
+    f = _follower()
+    records: dict[str, bytes] = {}
+    sent = []
+    for i in range(3):
+        (_origin, sid), out = f.submit([Request("bank", f"q{i}", b"x")], 2_000)
+        records.update(p for a in out if isinstance(a, Persist) for p in a.puts)
+        sent.append(sid)
+    restarted = Follower(FollowerConfig(chain_id=CHAIN, checkpoint_interval=2), VALS, "obs",
+                         KEYS["obs"], Verifier(), SUBMITTERS, ["v0", "v1"])
+    restarted.start(1_000, records=records)
+    (_origin, again), _ = restarted.submit([Request("bank", "after", b"y")], 1_000)
+    assert again > max(sent)
