@@ -1,10 +1,11 @@
 """Authenticated validator mesh: moves opaque byte frames between nodes.
 
 The daemon hands `Mesh.send`/`Mesh.broadcast` bytes and reads
-`(peer_id, frame)` pairs from `Mesh.inbox`. The mesh knows nothing about
-consensus; it guarantees only that a frame in the inbox came from the node
-whose key is listed for `peer_id`, and that frames on one link arrive in
-order. Delivery is best effort: PBFT's own timers retransmit.
+`(peer_id, frame)` pairs from `Mesh.inbox`, calling `Mesh.release` for each
+frame once handled (a peer's unreleased bytes are bounded). The mesh knows
+nothing about consensus; it guarantees only that a frame in the inbox came
+from the node whose key is listed for `peer_id`, and that frames on one link
+arrive in order. Delivery is best effort: PBFT's own timers retransmit.
 """
 
 from p2p.config import MeshConfig, PeerInfo, raw_public_key

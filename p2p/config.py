@@ -74,6 +74,9 @@ class MeshConfig:
     frame_bytes_max: int = 4 * 1024 * 1024
     send_queue_frames_max: int = 1024
     inbox_frames_max: int = 4096
+    # Bytes of one peer's frames in the inbox (and beyond it, until the
+    # consumer calls Mesh.release); a peer over it waits, others do not.
+    inbox_bytes_per_peer_max: int = 16 * 1024 * 1024
     batch_frames_max: int = 256
     heartbeat_interval_ms: int = 1000
     peer_dead_after_ms: int = 5000
@@ -114,7 +117,8 @@ class MeshConfig:
 
     def _check_limits(self) -> None:
         for name in (
-            "frame_bytes_max", "send_queue_frames_max", "inbox_frames_max", "batch_frames_max",
+            "frame_bytes_max", "send_queue_frames_max", "inbox_frames_max",
+            "inbox_bytes_per_peer_max", "batch_frames_max",
             "heartbeat_interval_ms", "peer_dead_after_ms", "handshake_timeout_ms",
             "close_timeout_ms", "handshakes_pending_max", "reconnect_backoff_min_ms",
         ):

@@ -11,7 +11,10 @@ Rules this module keeps:
   `heartbeat_interval_ms`, so a healthy idle peer is never declared dead.
 * Every peer fault (malformed envelope, oversize message, closed socket)
   ends only this link; it is logged, counted and never reaches the mesh.
-* The reader blocks on a full inbox: backpressure lands on this one link.
+* The reader blocks on a full inbox, or while this peer's frames not yet
+  released by the consumer exceed `inbox_bytes_per_peer_max`: backpressure
+  lands on this one link, and a peer sending large frames faster than we
+  handle them holds a bounded amount of our memory.
 * A duplicate link is retired, not cut: each side sends GOODBYE after its
   last batch and reads until the other's GOODBYE, so frames already written
   to the losing link are still delivered.
@@ -265,8 +268,25 @@ class Link:
             counters.bytes_received += len(message)
             while frames and self._slot.draining and not self._retiring:
                 await self._slot.wait_drain_change()
-            for frame in frames:
-                await inbox.send((self.peer_id, frame))
-                counters.frames_received += 1
+            if frames:
+                await self._deliver(frames, inbox)
             # Time spent blocked on our own slow consumer is not the peer's silence.
             self._stream.touch()
+
+    async def _deliver(self, frames: list[bytes],
+                       inbox: trio.MemorySendChannel[tuple[str, bytes]]) -> None:
+        """Count the frames against the peer's byte budget, then queue them.
+
+        Frames never queued (the link closed while the inbox was full) are
+        given back, or the peer's budget would shrink with every such close.
+        """
+        undelivered = sum(map(len, frames))
+        await self._slot.reserve_inbox(undelivered, self._cfg.inbox_bytes_per_peer_max)
+        try:
+            for frame in frames:
+                await inbox.send((self.peer_id, frame))
+                undelivered -= len(frame)
+                self._counters.frames_received += 1
+        finally:
+            if undelivered:
+                self._slot.release_inbox(undelivered)

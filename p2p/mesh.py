@@ -21,6 +21,10 @@ Theory of operation.
   link, so a link swap loses at most the batch in flight.
 * `send` and `broadcast` are synchronous and never block; the caller learns
   about drops from the return value and `stats`.
+* What a peer sends us is bounded in frames (`inbox_frames_max`, all peers)
+  and in bytes per peer (`inbox_bytes_per_peer_max`): a frame counts from
+  its link's reader until the consumer calls `release`, so one peer sending
+  large frames faster than we handle them stalls only its own link.
 """
 
 from __future__ import annotations
@@ -132,6 +136,17 @@ class Mesh:
         for info in self._cfg.peers:
             self.send(info.node_id, frame)
 
+    def release(self, peer_id: str, size: int) -> None:
+        """Say that `size` bytes of `peer_id`'s frames taken from `inbox` are handled.
+
+        Every consumer of `inbox` must call this for each frame it is done
+        with (``len(frame)``): a peer whose unreleased bytes reach
+        `inbox_bytes_per_peer_max` is not read from until some are released.
+        Releasing when the frame is handled, not when it leaves the inbox,
+        lets a consumer that queues frames further keep them in the bound.
+        """
+        self._peers[peer_id].release_inbox(size)
+
     def connected_peers(self) -> set[str]:
         return {node_id for node_id, peer in self._peers.items() if peer.link is not None}
 
@@ -151,6 +166,7 @@ class Mesh:
             name: getattr(self._counters, name) for name in Counters.__slots__
         }
         snapshot["queue_depth"] = {nid: len(p.queue) for nid, p in self._peers.items()}
+        snapshot["inbox_bytes"] = {nid: p.inbox_bytes for nid, p in self._peers.items()}
         snapshot["links"] = {nid: p.link.dialer_id for nid, p in self._peers.items() if p.link}
         return snapshot
 

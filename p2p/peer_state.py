@@ -22,7 +22,8 @@ __all__ = ["PeerSlot", "keep_new_link"]
 class PeerSlot:
     """A known node: its queue, its current link, and a change signal."""
 
-    __slots__ = ("_changed", "_drain_changed", "draining", "drops", "link", "node_id", "queue")
+    __slots__ = ("_changed", "_drain_changed", "_inbox_changed", "draining", "drops",
+                 "inbox_bytes", "link", "node_id", "queue")
 
     def __init__(self, node_id: str, queue: PeerQueue) -> None:
         self.node_id = node_id
@@ -34,6 +35,10 @@ class PeerSlot:
         # that frames the peer sent before switching links come out first.
         self.draining = 0
         self._drain_changed = trio.Event()
+        # Bytes of this peer's frames delivered to the inbox and not yet
+        # released by the consumer (see Mesh.release).
+        self.inbox_bytes = 0
+        self._inbox_changed: trio.Event | None = None  # only while a reader waits
 
     def set_link(self, link: Link | None) -> None:
         self.link = link
@@ -48,6 +53,26 @@ class PeerSlot:
 
     async def wait_drain_change(self) -> None:
         await self._drain_changed.wait()
+
+    async def reserve_inbox(self, size: int, budget: int) -> None:
+        """Wait until ``size`` more bytes fit the peer's inbox budget, then count them.
+
+        A peer with nothing outstanding may always deliver one message, so a
+        message larger than the budget is slow, never stuck.
+        """
+        while self.inbox_bytes and self.inbox_bytes + size > budget:
+            if self._inbox_changed is None:
+                self._inbox_changed = trio.Event()
+            await self._inbox_changed.wait()
+        self.inbox_bytes += size
+
+    def release_inbox(self, size: int) -> None:
+        """Called for every frame handled, so it costs nothing when no reader waits."""
+        self.inbox_bytes -= size
+        assert self.inbox_bytes >= 0, "released more inbox bytes than were delivered"
+        if self._inbox_changed is not None:
+            self._inbox_changed.set()
+            self._inbox_changed = None
 
     async def wait_until(self, *, connected: bool) -> None:
         while (self.link is not None) != connected:

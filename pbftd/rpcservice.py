@@ -113,6 +113,10 @@ def _metrics(node: Node) -> Registry:
               labelnames=("peer",),
               callback=lambda: {(peer,): float(depth) for peer, depth in
                                 runtime.mesh.stats.get("queue_depth", {}).items()})
+    reg.gauge("pbftd_peer_inbox_bytes", "bytes of each peer's frames received and not yet handled",
+              labelnames=("peer",),
+              callback=lambda: {(peer,): float(size) for peer, size in
+                                runtime.mesh.stats.get("inbox_bytes", {}).items()})
     reg.gauge("pbftd_process_resident_bytes", "resident memory of this process (VmRSS)",
               callback=_resident_bytes)
     reg.gauge("pbftd_python_allocated_blocks",

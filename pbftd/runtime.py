@@ -170,7 +170,16 @@ class NodeRuntime:
                         group.append(self._events.receive_nowait())
                     except trio.WouldBlock:
                         break
+                self._release_frames(group)
                 self._handle_group(group, nursery)
+
+    def _release_frames(self, group: deque[tuple[Any, ...]]) -> None:
+        """Peers' frames out of the event queue no longer count against their
+        inbox budget (p2p's per-peer byte bound covers the queue too)."""
+        release = self.mesh.release
+        for event in group:
+            if event[0] == "msg":
+                release(event[1], len(event[2]))
 
     def _handle_group(self, group: deque[tuple[Any, ...]], nursery: trio.Nursery) -> None:
         """Handle queued inputs with one fsync (see the module doc)."""

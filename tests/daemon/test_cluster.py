@@ -329,3 +329,28 @@ def test_metrics_show_resident_memory_and_rocksdb_memory_by_kind(cluster: Cluste
     assert 'pbftd_rocksdb_memory_bytes{kind="block_cache"}' in values
     assert 'pbftd_rocksdb_memory_bytes{kind="table_readers"}' in values
     assert values["pbftd_python_allocated_blocks"] > 10_000
+
+
+def test_every_frame_a_node_takes_from_its_peers_is_released(cluster: Cluster) -> None:
+    """The per-peer inbox byte bound (p2p) holds a frame until the runtime
+    has taken it: a frame never released would stop that peer's link for
+    good once 16 MiB had piled up. Quiescent, every count must drain to 0."""
+    for court_id in cluster.ids:
+        cluster.attest(court_id)
+    cluster.wait_converged()
+
+    def unreleased() -> dict[str, float]:
+        found = {}
+        for court_id in cluster.ids:
+            url = cluster.court(court_id).rpc_url + "metrics"
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                for line in resp.read().decode().splitlines():
+                    if line.startswith("pbftd_peer_inbox_bytes{"):
+                        name, _, value = line.rpartition(" ")
+                        found[f"{court_id} {name}"] = float(value)
+        return found
+
+    seen = unreleased()
+    assert len(seen) == len(cluster.ids) * (len(cluster.ids) - 1), seen
+    wait_until(lambda: not any(unreleased().values()), 10,
+               "every node to release every peer frame it took")

@@ -147,6 +147,7 @@ class Adversary:
 
     async def _read_inbox(self) -> None:
         async for peer, frame in self.mesh.inbox:
+            self.mesh.release(peer, len(frame))
             try:
                 msg, extra = self.wire.open_from(peer, frame)
             except ProtocolError:

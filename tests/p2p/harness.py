@@ -105,7 +105,13 @@ async def wait_all_connected(meshes: dict[str, Mesh]) -> None:
 
 
 async def receive(mesh: Mesh, count: int) -> list[tuple[str, bytes]]:
-    return [await mesh.inbox.receive() for _ in range(count)]
+    """Take `count` frames, releasing each as a real consumer does."""
+    got = []
+    for _ in range(count):
+        peer, frame = await mesh.inbox.receive()
+        mesh.release(peer, len(frame))
+        got.append((peer, frame))
+    return got
 
 
 async def wait_closed(ws: WebSocketConnection) -> ConnectionClosed:

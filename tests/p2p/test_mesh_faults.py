@@ -205,3 +205,94 @@ def test_slow_consumer_backpressures_one_link_without_loss_or_false_death() -> N
             nursery.cancel_scope.cancel()
 
     run(body)
+
+
+def test_a_peer_holds_at_most_its_byte_budget_of_unhandled_frames() -> None:
+    """Frames count against their peer from the link's reader until the
+    consumer releases them; over the budget that peer's link waits (nothing
+    is lost, it is not declared dead), and other peers are still read."""
+    frame_max, budget, size = 256 * 1024, 512 * 1024, 64 * 1024
+
+    async def body() -> None:
+        all_nodes = nodes("a", "b", "c")
+        cfgs = cluster_configs(all_nodes, frame_bytes_max=frame_max)
+        cfgs["b"] = with_overrides(cfgs["b"], inbox_bytes_per_peer_max=budget)
+        meshes = {i: Mesh(cfg) for i, cfg in cfgs.items()}
+        a, b, c = meshes["a"], meshes["b"], meshes["c"]
+        async with trio.open_nursery() as nursery:
+            for mesh in meshes.values():
+                await start(nursery, mesh)
+            await wait_all_connected(meshes)
+            frames = [b"%d|" % k + b"p" * (size - 8) for k in range(64)]  # 4 MiB
+            for frame in frames:
+                assert a.send("b", frame)
+            # Take a's frames without releasing them, for two dead-peer windows.
+            held: list[tuple[str, bytes]] = []
+            with trio.move_on_after(0.8):
+                while True:
+                    held.append(await b.inbox.receive())
+            unreleased = sum(len(f) for _, f in held)
+            assert 0 < unreleased <= budget
+            assert b.stats["inbox_bytes"]["a"] == unreleased
+            assert len(held) < len(frames)
+            # a's link waits; c's is read.
+            assert c.send("b", b"from c")
+            assert await b.inbox.receive() == ("c", b"from c")
+            b.release("c", len(b"from c"))
+            for peer, frame in held:
+                b.release(peer, len(frame))
+            rest = await receive(b, len(frames) - len(held))
+            assert held + rest == [("a", f) for f in frames]
+            assert b.stats["inbox_bytes"]["a"] == 0
+            for mesh in meshes.values():
+                assert mesh.stats["links_dead"] == 0
+            nursery.cancel_scope.cancel()
+
+    run(body)
+
+
+def test_one_message_over_the_budget_passes_when_nothing_is_outstanding() -> None:
+    async def body() -> None:
+        all_nodes = nodes("a", "b")
+        cfgs = cluster_configs(all_nodes)
+        cfgs["b"] = with_overrides(cfgs["b"], inbox_bytes_per_peer_max=1024)
+        meshes = {i: Mesh(cfg) for i, cfg in cfgs.items()}
+        async with trio.open_nursery() as nursery:
+            for mesh in meshes.values():
+                await start(nursery, mesh)
+            await wait_all_connected(meshes)
+            big = b"x" * 100_000
+            assert meshes["a"].send("b", big)
+            assert await receive(meshes["b"], 1) == [("a", big)]
+            nursery.cancel_scope.cancel()
+
+    run(body)
+
+
+def test_frames_a_closed_link_never_queued_do_not_count_against_the_peer() -> None:
+    async def body() -> None:
+        all_nodes = nodes("a", "b")
+        cfgs = cluster_configs(all_nodes)
+        cfgs["b"] = with_overrides(cfgs["b"], inbox_frames_max=1)
+        a, b = Mesh(cfgs["a"]), Mesh(cfgs["b"])
+        async with trio.open_nursery() as nursery:
+            a_scope = await start(nursery, a)
+            await start(nursery, b)
+            await wait_all_connected({"a": a, "b": b})
+            frames = [b"%d" % k * 1000 for k in range(3)]
+            for frame in frames:
+                assert a.send("b", frame)
+            # b's reader queues one frame, then blocks on the full inbox.
+            with trio.fail_after(5):
+                while b.inbox.statistics().current_buffer_used < 1:
+                    await trio.sleep(0.01)
+            a_scope.cancel()  # the link goes while the reader is blocked
+            await b.wait_disconnected("a")
+            first = await b.inbox.receive()
+            assert first == ("a", frames[0])
+            assert b.stats["inbox_bytes"]["a"] == len(frames[0])
+            b.release("a", len(frames[0]))
+            assert b.stats["inbox_bytes"]["a"] == 0
+            nursery.cancel_scope.cancel()
+
+    run(body)
