@@ -53,9 +53,7 @@ def _request_state_key(key: RequestKey) -> bytes:
 
 
 def _request_value(height: int, tx_id: bytes) -> bytes:
-    """``codec.encode([height, tx_id])`` for a 32-byte tx id, spliced: one
-    per executed transaction, so the general encoder's dispatch shows."""
-    return b"\x82" + codec.encode_item(height) + b"\x58\x20" + tx_id
+    return codec.encode((height, tx_id))
 
 
 class ChainStore:

@@ -12,8 +12,11 @@ is one prefix scan.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from .core import codec
@@ -59,174 +62,88 @@ def _text(value: Any, name: str, chars_max: int) -> str:
 
 def attest_payload(sha256_hex: str, kind: str, case_no: str, title: str | None) -> bytes:
     """The transaction payload of one attestation: the canonical CBOR of
-    {op: "attest", kind, [title,] sha256, case_no}, laid out as ``_scan``
-    reads it (an attestBatch builds thousands per call)."""
+    {op: "attest", kind, [title,] sha256, case_no}."""
     if type(sha256_hex) is not str or not SHA256_HEX.fullmatch(sha256_hex):
         raise EvidenceError("sha256 must be 64 hex characters")
-    kind_item = _KIND_ITEM_OF.get(kind) if type(kind) is str else None
-    if kind_item is None:
+    if type(kind) is not str or kind not in _KIND_SET:
         raise EvidenceError(f"kind must be one of {', '.join(KINDS)}")
-    case_item = codec.encode_item(_text(case_no, "case_no", CASE_NO_CHARS_MAX))
-    sha = bytes.fromhex(sha256_hex)
-    if title is None:
-        return b"".join((b"\xa4", _OP_KIND, kind_item, _SHA_KEY, sha, _CASE_KEY, case_item))
-    title_item = codec.encode_item(_text(title, "title", TITLE_CHARS_MAX))
-    return b"".join((b"\xa5", _OP_KIND, kind_item, _TITLE_KEY, title_item, _SHA_KEY, sha,
-                     _CASE_KEY, case_item))
+    body: dict[str, Any] = {"op": "attest", "kind": kind,
+                            "sha256": bytes.fromhex(sha256_hex),
+                            "case_no": _text(case_no, "case_no", CASE_NO_CHARS_MAX)}
+    if title is not None:
+        body["title"] = _text(title, "title", TITLE_CHARS_MAX)
+    return codec.encode(body)
 
 
-def parse_payload(payload: bytes) -> dict[str, Any] | None:
-    """The attestation in a transaction, or None if it is not one."""
-    scanned = _scan(payload)
-    if scanned is not None:
-        sha, kind, _kind_item, title, _title_item, case_no, _case_item = scanned
-        body: dict[str, Any] = {"op": "attest", "kind": kind}
-        if title is not None:
-            body["title"] = title
-        body["sha256"] = sha
-        body["case_no"] = case_no
-        return body
-    return _parse_general(payload)
+def parse_payload(payload: bytes) -> Mapping[str, Any] | None:
+    """The attestation in a transaction (read-only), or None if it is not one.
+
+    Runs at execution on every node, over payloads any court may have
+    submitted, so it checks the whole shape: the canonical spelling
+    (``codec.decode``), exactly the keys ``attest_payload`` writes, and
+    their types and lengths.  Anything else is not an attestation (still a
+    transaction on chain, just not indexed).  Nothing here may depend on
+    the Python build (no Unicode normalisation): nodes must agree.
+
+    Every block asks twice per transaction (the workflow engine skips
+    attestations, the index records them), so answers are remembered for
+    the last ``_PARSED_MAX`` payloads; they are read-only views because
+    they are shared.
+    """
+    if type(payload) is not bytes or len(payload) > PAYLOAD_BYTES_MAX:
+        return None
+    return _parse_cached(payload)
 
 
-def _parse_general(payload: bytes) -> dict[str, Any] | None:
+@functools.lru_cache(maxsize=2048)
+def _parse_cached(payload: bytes) -> Mapping[str, Any] | None:
     try:
         body = codec.decode(payload, size_max=PAYLOAD_BYTES_MAX)
     except codec.DecodeError:
         return None
     if type(body) is not dict or body.get("op") != "attest":
         return None
-    digest = body.get("sha256")
-    if type(digest) is not bytes or len(digest) != 32 or body.get("kind") not in KINDS:
+    if not (body.keys() == _KEYS or body.keys() == _KEYS_TITLED):
         return None
-    return body
-
-
-# The canonical spelling of an attestation as attest_payload makes it: a map
-# of 4 or 5 entries in canonical key order (op, kind, [title,] sha256,
-# case_no).  Every block decodes each one twice (the workflow engine skips
-# attestations, the index records them); reading that one spelling by its
-# known offsets costs a fraction of a generic decode, and anything else,
-# including every non-canonical spelling, falls back to the generic path.
-_OP_KIND = b"\x62op\x66attest\x64kind"
-_TITLE_KEY = b"\x65title"
-_SHA_KEY = b"\x66sha256\x58\x20"
-_CASE_KEY = b"\x67case_no"
-_KIND_ITEMS = {codec.encode_item(kind): kind for kind in KINDS}
-_KIND_ITEM_OF = {kind: item for item, kind in _KIND_ITEMS.items()}
-
-# (sha256, kind, kind item, title | None, title item | None, case_no, case_no item)
-_Scanned = tuple[bytes, str, bytes, str | None, bytes | None, str, bytes]
-
-
-def _scan(payload: bytes) -> _Scanned | None:
-    """The parts of a payload spelled exactly as attest_payload spells it,
-    each text with its CBOR item verbatim; None for any other bytes (which
-    parse_payload then decodes the general way)."""
-    size = len(payload)
-    if size > PAYLOAD_BYTES_MAX or size < 16 or payload[0] not in (0xA4, 0xA5) \
-            or not payload.startswith(_OP_KIND, 1):
+    digest = body["sha256"]
+    if type(digest) is not bytes or len(digest) != 32 or body["kind"] not in _KIND_SET:
         return None
-    kind_end = _text_end(payload, 16)
-    if kind_end < 0:
+    if not _is_text(body["case_no"], CASE_NO_CHARS_MAX):
         return None
-    kind_item = payload[16:kind_end]
-    kind = _KIND_ITEMS.get(kind_item)
-    if kind is None:
+    if "title" in body and not _is_text(body["title"], TITLE_CHARS_MAX):
         return None
-    pos, title, title_item = kind_end, None, None
-    if payload[0] == 0xA5:
-        if not payload.startswith(_TITLE_KEY, pos):
-            return None
-        end = _text_end(payload, pos + 6)
-        if end < 0:
-            return None
-        title_item = payload[pos + 6:end]
-        title = _utf8(title_item)
-        if title is None:
-            return None
-        pos = end
-    if not payload.startswith(_SHA_KEY, pos):
-        return None
-    sha = payload[pos + 9:pos + 41]
-    pos += 41
-    if not payload.startswith(_CASE_KEY, pos) or _text_end(payload, pos + 8) != size:
-        return None
-    case_item = payload[pos + 8:]
-    case_no = _utf8(case_item)
-    if case_no is None:
-        return None
-    return sha, kind, kind_item, title, title_item, case_no, case_item
+    return MappingProxyType(body)
 
 
-def _text_end(data: bytes, pos: int) -> int:
-    """Where the canonically headed text string at ``pos`` ends; -1 if there
-    is none (another major type, a non-shortest head, or past the end)."""
-    if pos >= len(data):
-        return -1
-    head = data[pos]
-    if 0x60 <= head <= 0x77:
-        end = pos + 1 + head - 0x60
-    elif head == 0x78 and pos + 1 < len(data) and data[pos + 1] >= 24:
-        end = pos + 2 + data[pos + 1]
-    elif head == 0x79 and pos + 2 < len(data) and data[pos + 1] != 0:
-        end = pos + 3 + int.from_bytes(data[pos + 1:pos + 3], "big")
-    else:
-        return -1
-    return end if end <= len(data) else -1
+def _is_text(value: Any, chars_max: int) -> bool:
+    return type(value) is str and 0 < len(value) <= chars_max
 
 
-def _utf8(item: bytes) -> str | None:
-    """The text of a canonical text item (head included), None if not UTF-8."""
-    start = 1 if item[0] < 0x78 else 2 if item[0] == 0x78 else 3
-    try:
-        return item[start:].decode()
-    except UnicodeDecodeError:
-        return None
+_KEYS = frozenset(("op", "kind", "sha256", "case_no"))
+_KEYS_TITLED = _KEYS | {"title"}
+_KIND_SET = frozenset(KINDS)
 
 
 def index_block(put_state: Any, header: BlockHeader, fresh: tuple[Tx, ...]) -> None:
     """Called inside the block's write batch: index every new attestation.
 
     The record is the canonical map {kind, court, title, tx_id, client,
-    height, case_no, time_ms, request_id} (see ``_record``), spliced from the
-    payload's own text items where it has them rather than decoded and
-    encoded again."""
-    height, time_ms = codec.encode_item(header.height), codec.encode_item(header.time_ms)
+    height, case_no, time_ms, request_id} (see ``_record``)."""
     for tx in fresh:
-        scanned = _scan(tx.payload)
-        if scanned is not None:
-            sha, _kind, kind_item, _title, title_item, _case_no, case_item = scanned
-            value = b"".join((
-                _RECORD_HEAD_KIND, kind_item, _KEY_COURT, codec.encode_item(tx.origin),
-                _KEY_TITLE, title_item or _NULL, _KEY_TX_ID, _BYTES32, tx.tx_id,
-                _KEY_CLIENT, codec.encode_item(tx.client), _KEY_HEIGHT, height,
-                _KEY_CASE_NO, case_item, _KEY_TIME_MS, time_ms,
-                _KEY_REQUEST_ID, codec.encode_item(tx.rid)))
-        else:
-            body = _parse_general(tx.payload)
-            if body is None:
-                continue
-            sha = body["sha256"]
-            value = codec.encode(_record(tx, header.height, header.time_ms, body))
-        put_state(INDEX_PREFIX + sha + tx.tx_id, value)
+        body = parse_payload(tx.payload)
+        if body is None:
+            continue
+        value = codec.encode_ordered(_record(tx, header.height, header.time_ms, body))
+        put_state(INDEX_PREFIX + body["sha256"] + tx.tx_id, value)
 
 
-def _record(tx: Tx, height: int, time_ms: int, body: dict[str, Any]) -> dict[str, Any]:
-    """An index record as a value: what records_for returns (tx_id as bytes)."""
-    return {"tx_id": tx.tx_id, "height": height, "court": tx.origin, "client": tx.client,
-            "request_id": tx.rid, "kind": body["kind"], "case_no": body["case_no"],
-            "title": body.get("title"), "time_ms": time_ms}
+def _record(tx: Tx, height: int, time_ms: int, body: Mapping[str, Any]) -> dict[str, Any]:
+    """An index record as a value: what records_for returns (tx_id as bytes).
 
-
-# The record's keys in canonical order, each as its CBOR text item.
-_RECORD_HEAD_KIND = b"\xa9" + codec.encode_item("kind")
-_KEY_COURT, _KEY_TITLE, _KEY_TX_ID, _KEY_CLIENT, _KEY_HEIGHT, _KEY_CASE_NO, _KEY_TIME_MS, \
-    _KEY_REQUEST_ID = (codec.encode_item(k) for k in ("court", "title", "tx_id", "client",
-                                                      "height", "case_no", "time_ms",
-                                                      "request_id"))
-_NULL = b"\xf6"
-_BYTES32 = b"\x58\x20"
+    Keys in canonical order, for ``codec.encode_ordered``."""
+    return {"kind": body["kind"], "court": tx.origin, "title": body.get("title"),
+            "tx_id": tx.tx_id, "client": tx.client, "height": height,
+            "case_no": body["case_no"], "time_ms": time_ms, "request_id": tx.rid}
 
 
 def records_for(iter_state: Any, digest: bytes) -> list[dict[str, Any]]:

@@ -765,7 +765,7 @@ class Engine:
         return TxResult({"recorded": True, "height": ctx.height})
 
 
-_NONE = b"\xf6"   # canonical CBOR null: the value of pure index keys
+_NONE = codec.encode(None)  # the value of pure index keys
 
 
 def _decode(raw: bytes) -> Any:

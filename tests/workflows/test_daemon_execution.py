@@ -10,6 +10,7 @@ from pathlib import Path
 import trio
 
 from pbftd import evidence
+from pbftd.core import codec
 from pbftd.core.chain import Tx
 from pbftd.events import TOPICS, ChainEventSource, EventHub, register_event_methods
 from pbftd.workflow_app import StoreState
@@ -172,3 +173,26 @@ def test_store_state_lists_from_a_start_key_like_memory_state(tmp_path: Path) ->
                 list(memory.iter_prefix(b"wf/x/", start)), start
     finally:
         store.close()
+
+
+def test_attestation_like_payloads_of_other_shapes_execute_and_index_nothing(
+        tmp_path: Path) -> None:
+    """Any court can submit any payload.  Until session 6 an attestation
+    without a ``case_no`` raised KeyError inside ``ChainStore.append``, on
+    every node, at the same block: the chain stopped there for good."""
+    sha = "ab" * 32
+    odd = [codec.encode({"op": "attest", "kind": "ruling", "sha256": bytes.fromhex(sha)}),
+           codec.encode({"op": "attest", "kind": "ruling", "sha256": bytes.fromhex(sha),
+                         "case_no": 7}),
+           codec.encode({"op": "attest", "kind": "ruling", "sha256": bytes.fromhex(sha),
+                         "case_no": "c", "title": ["not", "text"]})]
+    good = evidence.attest_payload(sha, "ruling", "c", None)
+    txs = [Tx("spc", 0, "clerk", f"odd-{i}", p) for i, p in enumerate(odd)]
+    txs.append(Tx("spc", 0, "clerk", "good", good))
+    with store_chains(tmp_path, 2, T0) as nodes:
+        blocks = [node.block(T0, txs) for node in nodes]
+        assert len({b.block_hash for b in blocks}) == 1
+        assert len({node.state_root() for node in nodes}) == 1
+        for node in nodes:
+            records = evidence.records_for(node.store.iter_state, bytes.fromhex(sha))
+            assert [r["request_id"] for r in records] == ["good"]
