@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from config import Genesis
 
 from . import evidence
@@ -34,6 +36,8 @@ from .workflows import BlockContext, BlockOutcome, Config, Engine
 
 __all__ = ["EVENTS_PREFIX", "RESULTS_PREFIX", "StoreState", "WorkflowApp", "WorkflowBlock",
            "engine_config"]
+
+_log = structlog.get_logger("pbftd.workflows")
 
 RESULTS_PREFIX = b"wfr/"
 EVENTS_PREFIX = b"wfe/"
@@ -138,6 +142,11 @@ class WorkflowApp:
     def execute(self, height: int, time_ms: int, fresh: tuple[Tx, ...]) -> WorkflowBlock:
         outcome = self.engine.execute_block(StoreState(self.store),
                                             BlockContext(height, time_ms), fresh)
+        for tx_id, result in outcome.results:
+            if not result["ok"] and result["error"]["code"] == "internal_error":
+                _log.error("workflow_operation_crashed", height=height, tx_id=tx_id.hex(),
+                           reason=result["error"]["message"],
+                           action="refused on every node; reproduce with this transaction")
         return WorkflowBlock(outcome, height, time_ms)
 
     # ------------------------------------------------------------ reads

@@ -177,6 +177,18 @@ class Engine:
                 except WorkflowError as exc:
                     results.append((tx.tx_id, {"ok": False, "error": exc.to_dict()}))
                     continue
+                except _INPUT_BUGS as exc:
+                    # A bug in an operation's checks that some payload reached:
+                    # raised alike on every node, so refusing the transaction
+                    # keeps them agreeing, where raising would stop the chain
+                    # at this block on all of them.  The message names only the
+                    # exception's type, which every node has the same; the
+                    # daemon logs it (WorkflowApp).
+                    results.append((tx.tx_id, {"ok": False, "error": {
+                        "code": "internal_error", "field": None,
+                        "message": f"the operation could not be checked "
+                                   f"({type(exc).__name__}); this is a pbftd bug"}}))
+                    continue
                 child.commit_into(overlay)
                 events += res.events
                 for att in res.attestations:
@@ -766,6 +778,13 @@ class Engine:
 
 
 _NONE = codec.encode(None)  # the value of pure index keys
+
+# What a payload can provoke in an operation's own checks and handlers:
+# deterministic, so refused alike everywhere (see execute_block).  Storage
+# failures (storage.StoreError) and MemoryError are local to a node and
+# still stop it.
+_INPUT_BUGS = (TypeError, KeyError, AttributeError, IndexError, ValueError, ArithmeticError,
+               RecursionError)
 
 
 def _decode(raw: bytes) -> Any:

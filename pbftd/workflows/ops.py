@@ -263,7 +263,7 @@ METHODS = tuple(_VALIDATORS)
 
 def validate_op(method: Any, params: Any) -> dict[str, Any]:
     """The normalised params of a write operation, or WorkflowError."""
-    if method not in _VALIDATORS:
+    if type(method) is not str or method not in _VALIDATORS:
         raise invalid("method", f"must be one of {', '.join(METHODS)}")
     if type(params) is not dict:
         raise invalid("params", "must be an object")

@@ -34,7 +34,8 @@ TEXT_CHARS_MAX = 200
 class WorkflowError(ValueError):
     """A refused operation.  ``code`` is one of: invalid_params, not_found,
     conflict (already exists / already done), bad_state (not allowed in the
-    current state), forbidden (wrong court or agency), not_attested."""
+    current state), forbidden (wrong court or agency), not_attested.  (A
+    result may also carry internal_error: see Engine.execute_block.)"""
 
     def __init__(self, code: str, message: str, field: str | None = None) -> None:
         super().__init__(f"{field}: {message}" if field else message)
