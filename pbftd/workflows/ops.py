@@ -16,6 +16,7 @@ from ..core import codec
 from .validate import (
     WorkflowError,
     invalid,
+    normalise_texts,
     want_agency,
     want_amount,
     want_bool,
@@ -271,8 +272,10 @@ def validate_op(method: Any, params: Any) -> dict[str, Any]:
 
 
 def encode_op(method: str, params: dict[str, Any]) -> bytes:
-    """The transaction payload for a write operation (validated first)."""
-    body = {"op": "workflow", "method": method, "params": validate_op(method, params)}
+    """The transaction payload for a write operation: its texts normalised,
+    then validated (the RPC edge; execution validates without normalising)."""
+    body = {"op": "workflow", "method": method,
+            "params": validate_op(method, normalise_texts(params))}
     raw = codec.encode(body)
     if len(raw) > PAYLOAD_SIZE_MAX:
         raise invalid("params", f"operation of {len(raw)} bytes exceeds {PAYLOAD_SIZE_MAX}")

@@ -29,6 +29,7 @@ from .validate import (
     WorkflowError,
     date_start_ms,
     day_after_start_ms,
+    normalise_texts,
     want_agency,
     want_case_no,
     want_choice,
@@ -57,7 +58,7 @@ def public(record: Any) -> Any:
 
 
 def case_get(state: State, case_no: str) -> dict[str, Any] | None:
-    case = get_obj(state, K.case(want_case_no(case_no, "case_no")))
+    case = get_obj(state, K.case(want_case_no(normalise_texts(case_no), "case_no")))
     return None if case is None else public(case)
 
 
@@ -124,7 +125,7 @@ def enforcement_get(state: State, case_no: str) -> dict[str, Any] | None:
 def enforcement_trail(state: State, reader_court: str, case_no: str,
                       is_supervisor: Callable[[str, str], bool]) -> dict[str, Any]:
     """The full audit trail, for the handling court and every court above it."""
-    enf = get_obj(state, K.enf(want_case_no(case_no, "enforcement_case_no")))
+    enf = get_obj(state, K.enf(want_case_no(normalise_texts(case_no), "enforcement_case_no")))
     if enf is None:
         raise WorkflowError("not_found", f"no enforcement case {case_no!r}",
                             "enforcement_case_no")

@@ -4,6 +4,8 @@ Every check raises :class:`WorkflowError` naming the field path
 (``obligations[2].amount_fen``) so the RPC edge can return it verbatim.  The
 same checks run twice: at the RPC edge (so a bad call is refused before it
 is proposed) and again in execution (a peer's transaction is never trusted).
+So they must give the same answer on every node: no Unicode tables (which
+follow the Python build); text is normalised at the edge only.
 
 Dates are Asia/Shanghai calendar dates written ``YYYY-MM-DD``.  China has no
 daylight saving time, so a date's start is always 00:00 at UTC+08:00 and the
@@ -17,7 +19,7 @@ import unicodedata
 from datetime import date
 from typing import Any
 
-from ..evidence import CASE_NO_CHARS_MAX, MOBILE, RESIDENT_ID
+from ..evidence import CASE_NO_CHARS_MAX, CONTROL, MOBILE, RESIDENT_ID
 
 __all__ = ["DAY_MS", "WorkflowError", "add_years", "date_start_ms", "shanghai_date"]
 
@@ -97,19 +99,36 @@ def _join(field: str, name: str) -> str:
 
 
 def want_text(value: Any, field: str, chars_max: int = TEXT_CHARS_MAX) -> str:
-    """NFC text, bounded, no control characters, nothing that looks like a
-    resident identity number or a mobile number (SPC opinion, principle 4)."""
+    """Bounded text with no control characters and nothing that looks like a
+    resident identity number or a mobile number (SPC opinion, principle 4).
+
+    Runs in execution too, so it uses nothing whose answer follows the
+    Python build's Unicode tables (nodes may run different Pythons): code
+    point ranges and ASCII patterns only.  Normalisation (NFC, trimming)
+    happens once, at the edge, in ``normalise_texts``."""
     if type(value) is not str:
         raise invalid(field, "must be a string")
-    text = unicodedata.normalize("NFC", value).strip()
-    if not 0 < len(text) <= chars_max:
+    if not 0 < len(value) <= chars_max:
         raise invalid(field, f"must be 1..{chars_max} characters")
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text):
+    if CONTROL.search(value):
         raise invalid(field, "must not contain control characters")
-    if RESIDENT_ID.search(text) or MOBILE.search(text):
+    if RESIDENT_ID.search(value) or MOBILE.search(value):
         raise invalid(field, "looks like it holds personal data (an identity or phone number); "
                              "only pseudonymous party refs and case references may go on chain")
-    return text
+    return value
+
+
+def normalise_texts(value: Any) -> Any:
+    """Every string in a call's params, NFC-normalised and trimmed: done at
+    the RPC edge before the checks, so what is signed and stored is
+    normalised, and never in execution (see ``want_text``)."""
+    if type(value) is str:
+        return unicodedata.normalize("NFC", value).strip()
+    if type(value) is list:
+        return [normalise_texts(item) for item in value]
+    if type(value) is dict:
+        return {key: normalise_texts(item) for key, item in value.items()}
+    return value
 
 
 def want_case_no(value: Any, field: str) -> str:
