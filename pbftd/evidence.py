@@ -87,7 +87,7 @@ def parse_payload(payload: bytes) -> Mapping[str, Any] | None:
 
     Every block asks twice per transaction (the workflow engine skips
     attestations, the index records them), so answers are remembered for
-    the last ``_PARSED_MAX`` payloads; they are read-only views because
+    the last ``PARSED_MAX`` payloads; they are read-only views because
     they are shared.
     """
     if type(payload) is not bytes or len(payload) > PAYLOAD_BYTES_MAX:
@@ -95,7 +95,12 @@ def parse_payload(payload: bytes) -> Mapping[str, Any] | None:
     return _parse_cached(payload)
 
 
-@functools.lru_cache(maxsize=2048)
+# A block's worth (batch_requests_max defaults to 1,000); at most 4 MiB of
+# payloads held.  A larger block parses its attestations twice, as before.
+PARSED_MAX = 1024
+
+
+@functools.lru_cache(maxsize=PARSED_MAX)
 def _parse_cached(payload: bytes) -> Mapping[str, Any] | None:
     try:
         body = codec.decode(payload, size_max=PAYLOAD_BYTES_MAX)
