@@ -186,7 +186,7 @@ class Engine:
                     # daemon logs it (WorkflowApp).
                     results.append((tx.tx_id, {"ok": False, "error": {
                         "code": "internal_error", "field": None,
-                        "message": f"the operation could not be checked "
+                        "message": f"the operation failed inside pbftd "
                                    f"({type(exc).__name__}); this is a pbftd bug"}}))
                     continue
                 child.commit_into(overlay)

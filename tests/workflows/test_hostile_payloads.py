@@ -146,7 +146,7 @@ def test_an_operation_whose_checks_crash_is_refused_alike_and_the_block_goes_on(
     (_tx1, crashed), (_tx2, applied) = results
     assert crashed == {"ok": False, "error": {
         "code": "internal_error", "field": None,
-        "message": "the operation could not be checked (TypeError); this is a pbftd bug"}}
+        "message": "the operation failed inside pbftd (TypeError); this is a pbftd bug"}}
     assert applied["ok"]
 
 
