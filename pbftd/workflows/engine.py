@@ -178,7 +178,7 @@ class Engine:
                     results.append((tx.tx_id, {"ok": False, "error": exc.to_dict()}))
                     continue
                 except _INPUT_BUGS as exc:
-                    # A bug in an operation's checks that some payload reached:
+                    # A bug in an operation's checks or handler that a payload reached:
                     # raised alike on every node, so refusing the transaction
                     # keeps them agreeing, where raising would stop the chain
                     # at this block on all of them.  The message names only the
