@@ -177,6 +177,8 @@ class Engine:
                 except WorkflowError as exc:
                     results.append((tx.tx_id, {"ok": False, "error": exc.to_dict()}))
                     continue
+                except codec.DecodeError:
+                    raise  # our own stored state does not decode: this node's, stop
                 except _INPUT_BUGS as exc:
                     # A bug in an operation's checks or handler that a payload reached:
                     # raised alike on every node, so refusing the transaction
@@ -781,8 +783,8 @@ _NONE = codec.encode(None)  # the value of pure index keys
 
 # What a payload can provoke in an operation's own checks and handlers:
 # deterministic, so refused alike everywhere (see execute_block).  Storage
-# failures (storage.StoreError) and MemoryError are local to a node and
-# still stop it.
+# failures (storage.StoreError), stored records that do not decode
+# (codec.DecodeError) and MemoryError are local to a node and still stop it.
 _INPUT_BUGS = (TypeError, KeyError, AttributeError, IndexError, ValueError, ArithmeticError,
                RecursionError)
 

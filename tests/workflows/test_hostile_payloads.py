@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -179,3 +180,16 @@ def test_execution_never_consults_the_unicode_tables(monkeypatch: Any) -> None:
         out = chain.block(time_ms, txs)
         assert all(r["ok"] or r["error"]["code"] != "internal_error" for _t, r in out.results)
     assert any(r["ok"] for _t, r in chain.outcomes[-1].results)
+
+
+def test_a_stored_record_that_does_not_decode_still_stops_the_node(monkeypatch: Any) -> None:
+    """That is this node's disk, not the payload: refusing would let this
+    node's state part from the others' without a word."""
+    from pbftd.workflows import ops
+
+    def corrupt(_params: dict[str, Any]) -> dict[str, Any]:
+        raise codec.DecodeError("value is not canonically encoded")
+
+    monkeypatch.setitem(ops._VALIDATORS, "agency.report", corrupt)
+    with pytest.raises(codec.DecodeError):
+        _run([Tx(COURT, 1, "enforcement", "r1", _payload("agency.report", {}))])
