@@ -24,7 +24,7 @@ What it does, each ``tick``:
 * sends seqs **beyond the high watermark** (h+L+1, far, 2^63-1) and
   checkpoints far ahead;
 * sends VIEW-CHANGE for view 2^63-1 (encodable, validly signed) and for
-  2^63 and 2^64-1 (not encodable by the codec: CBOR built by hand);
+  2^63 and 2^64-1 (not encodable by the codec: built with cbor2 directly);
 * floods future-view PREPAREs, which honest nodes may buffer only up to
   ``future_messages_max`` per sender, and future-view PRE-PREPAREs whose
   unsigned batch is 1 MiB of junk, which they must not buffer at all.
@@ -285,7 +285,7 @@ class Adversary:
         vc = ViewChange.create(self.signer, self.chain, self.me, VIEW_MAX, 0, (), ())
         self._to_all("view_change_2^63-1", vc.frame())
         for view in HUGE_VIEWS:
-            # The codec refuses to encode these, so build canonical CBOR by hand.
+            # The codec refuses to encode these, so call cbor2 without it.
             signed = cbor2.dumps([DOMAIN, self.chain, "view-change", self.me,
                                   {"v": view, "h": 0, "ckpt": [], "prepared": []}],
                                  canonical=True)

@@ -97,6 +97,16 @@ async def start(nursery: trio.Nursery, mesh: Mesh) -> trio.CancelScope:
     return await nursery.start(_run_scoped, mesh)
 
 
+async def start_connected(nursery: trio.Nursery,
+                          cfgs: dict[str, MeshConfig]) -> dict[str, Mesh]:
+    """A mesh per config, all running in `nursery` and connected to each other."""
+    meshes = {i: Mesh(cfg) for i, cfg in cfgs.items()}
+    for mesh in meshes.values():
+        await start(nursery, mesh)
+    await wait_all_connected(meshes)
+    return meshes
+
+
 async def wait_all_connected(meshes: dict[str, Mesh]) -> None:
     for i, mesh in meshes.items():
         for j in meshes:

@@ -20,6 +20,7 @@ from tests.p2p.harness import (
     receive,
     run,
     start,
+    start_connected,
     wait_all_connected,
     wait_closed,
 )
@@ -110,11 +111,8 @@ def test_burst_is_coalesced_into_few_messages_and_unpacked_in_order() -> None:
     async def body() -> None:
         all_nodes = nodes("a", "b")
         cfgs = cluster_configs(all_nodes, heartbeat_interval_ms=1000, peer_dead_after_ms=5000)
-        meshes = {i: Mesh(cfg) for i, cfg in cfgs.items()}
         async with trio.open_nursery() as nursery:
-            for mesh in meshes.values():
-                await start(nursery, mesh)
-            await wait_all_connected(meshes)
+            meshes = await start_connected(nursery, cfgs)
             before = meshes["a"].stats["messages_sent"]
             frames = [b"small-%d" % k for k in range(600)]
             for frame in frames:  # one burst: no checkpoint between sends
@@ -135,11 +133,8 @@ def test_batches_respect_frame_bytes_max() -> None:
     async def body() -> None:
         all_nodes = nodes("a", "b")
         cfgs = cluster_configs(all_nodes, frame_bytes_max=1000)
-        meshes = {i: Mesh(cfg) for i, cfg in cfgs.items()}
         async with trio.open_nursery() as nursery:
-            for mesh in meshes.values():
-                await start(nursery, mesh)
-            await wait_all_connected(meshes)
+            meshes = await start_connected(nursery, cfgs)
             frames = [bytes([k]) * 400 for k in range(10)]
             assert all(meshes["a"].send("b", f) for f in frames)
             assert not meshes["a"].send("b", b"x" * 1001)

@@ -15,6 +15,7 @@ from tests.p2p.harness import (
     receive,
     run,
     start,
+    start_connected,
     wait_all_connected,
     wait_closed,
     watch_logs,
@@ -180,11 +181,8 @@ def test_slow_consumer_backpressures_one_link_without_loss_or_false_death() -> N
         cfgs = cluster_configs(all_nodes)
         cfgs["a"] = with_overrides(cfgs["a"], send_queue_frames_max=4096)
         cfgs["b"] = with_overrides(cfgs["b"], inbox_frames_max=4)
-        meshes = {i: Mesh(cfg) for i, cfg in cfgs.items()}
         async with trio.open_nursery() as nursery:
-            for mesh in meshes.values():
-                await start(nursery, mesh)
-            await wait_all_connected(meshes)
+            meshes = await start_connected(nursery, cfgs)
             # 48 MiB: more than kernel and websocket buffers can absorb.
             frames = [b"%d|" % k + b"p" * 16384 for k in range(3000)]
             for frame in frames:
@@ -217,12 +215,9 @@ def test_a_peer_holds_at_most_its_byte_budget_of_unhandled_frames() -> None:
         all_nodes = nodes("a", "b", "c")
         cfgs = cluster_configs(all_nodes, frame_bytes_max=frame_max)
         cfgs["b"] = with_overrides(cfgs["b"], inbox_bytes_per_peer_max=budget)
-        meshes = {i: Mesh(cfg) for i, cfg in cfgs.items()}
-        a, b, c = meshes["a"], meshes["b"], meshes["c"]
         async with trio.open_nursery() as nursery:
-            for mesh in meshes.values():
-                await start(nursery, mesh)
-            await wait_all_connected(meshes)
+            meshes = await start_connected(nursery, cfgs)
+            a, b, c = meshes["a"], meshes["b"], meshes["c"]
             frames = [b"%d|" % k + b"p" * (size - 8) for k in range(64)]  # 4 MiB
             for frame in frames:
                 assert a.send("b", frame)
@@ -256,11 +251,8 @@ def test_one_message_over_the_budget_passes_when_nothing_is_outstanding() -> Non
         all_nodes = nodes("a", "b")
         cfgs = cluster_configs(all_nodes)
         cfgs["b"] = with_overrides(cfgs["b"], inbox_bytes_per_peer_max=1024)
-        meshes = {i: Mesh(cfg) for i, cfg in cfgs.items()}
         async with trio.open_nursery() as nursery:
-            for mesh in meshes.values():
-                await start(nursery, mesh)
-            await wait_all_connected(meshes)
+            meshes = await start_connected(nursery, cfgs)
             big = b"x" * 100_000
             assert meshes["a"].send("b", big)
             assert await receive(meshes["b"], 1) == [("a", big)]
