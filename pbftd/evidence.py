@@ -67,12 +67,15 @@ def attest_payload(sha256_hex: str, kind: str, case_no: str, title: str | None) 
         raise EvidenceError("sha256 must be 64 hex characters")
     if type(kind) is not str or kind not in _KIND_SET:
         raise EvidenceError(f"kind must be one of {', '.join(KINDS)}")
-    body: dict[str, Any] = {"op": "attest", "kind": kind,
-                            "sha256": bytes.fromhex(sha256_hex),
-                            "case_no": _text(case_no, "case_no", CASE_NO_CHARS_MAX)}
+    case_text = _text(case_no, "case_no", CASE_NO_CHARS_MAX)
+    # Keys in canonical order (by length), so cbor2 need not sort them: this
+    # runs once per attestation on the node that takes the call.
+    body: dict[str, Any] = {"op": "attest", "kind": kind}
     if title is not None:
         body["title"] = _text(title, "title", TITLE_CHARS_MAX)
-    return codec.encode(body)
+    body["sha256"] = bytes.fromhex(sha256_hex)
+    body["case_no"] = case_text
+    return codec.encode_ordered(body)
 
 
 def parse_payload(payload: bytes) -> Mapping[str, Any] | None:

@@ -9,10 +9,11 @@ spelling of it.  The rules kept here:
 * only the types the protocol uses may appear: int (within
   ``INT_MIN..INT_MAX``), bytes, str, bool, None, list and str-keyed dict;
   floats, tags, undefined, simple values and everything else are refused;
-* decoding refuses trailing bytes, and then re-encodes the value and compares:
-  any non-canonical spelling (duplicate map keys, long-form ints, unsorted
-  keys, indefinite lengths, tags that decode to allowed types) differs and is
-  refused.  This is what makes "one value, one encoding" true for peers too.
+* decoding refuses map keys out of canonical order, then re-encodes the
+  value and compares: any other non-canonical spelling (duplicate map keys,
+  long-form ints, indefinite lengths, tags that decode to allowed types,
+  trailing bytes) differs and is refused.  This is what makes "one value,
+  one encoding" true for peers too.
 """
 
 from __future__ import annotations
@@ -32,23 +33,35 @@ class DecodeError(ValueError):
     """Bytes from a peer that are not a canonical protocol value."""
 
 
-def _check(value: Any, depth: int) -> None:
+def _check(value: Any, depth: int, decoded: bool) -> None:
     """Refuse a value holding anything the protocol does not use (decoded
     from a peer, or about to be encoded: tuples are arrays then).
 
     Scalars inside a container are checked in its loop rather than by a
     call each: a SUBMIT holds thousands of them.  A scalar counts one level
     below its container, so a non-empty container at ``DEPTH_MAX`` is too
-    deep, exactly as if each item were checked on its own."""
+    deep, exactly as if each item were checked on its own.
+
+    A ``decoded`` value's maps must also hold their keys in canonical order
+    (``_key_order``), as they came off the wire: ``decode`` can then
+    re-encode with cbor2's plain encoder, which writes maps as given, instead
+    of its canonical one, which sorts every map again (0.6 us against 2.4 us
+    for an attestation's four-key map)."""
     if depth > DEPTH_MAX:
         raise DecodeError("value nested too deeply")
     kind = type(value)
     if kind is list or kind is tuple:
         items: Any = value
     elif kind is dict:
+        last: tuple[int, str] = (-1, "")
         for key in value:
             if type(key) is not str:
                 raise DecodeError("map key is not a text string")
+            if decoded:
+                order = _key_order(key)
+                if order <= last:
+                    raise DecodeError("value is not canonically encoded")
+                last = order
         items = value.values()
     else:
         _check_scalar(value)
@@ -63,7 +76,14 @@ def _check(value: Any, depth: int) -> None:
             if not INT_MIN <= item <= INT_MAX:
                 raise DecodeError("integer out of range")
             continue
-        _check(item, depth + 1)
+        _check(item, depth + 1, decoded)
+
+
+def _key_order(key: str) -> tuple[int, str]:
+    """Where a text key sorts in canonical CBOR: by the length of its
+    encoding, then bytewise.  The heads of equally long keys are equal, and
+    UTF-8 sorts bytewise as its code points do, which is how str compares."""
+    return (len(key) if key.isascii() else len(key.encode()), key)
 
 
 def _check_scalar(value: Any) -> None:
@@ -104,7 +124,7 @@ def encode_ordered(value: dict[str, Any]) -> bytes:
 
 def _check_encodable(value: Any) -> None:
     try:
-        _check(value, 0)
+        _check(value, 0, False)
     except DecodeError as exc:
         raise ValueError(str(exc)) from None
 
@@ -122,9 +142,10 @@ def decode(data: bytes, *, size_max: int) -> Any:
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError,
             RecursionError, EOFError, UnicodeDecodeError) as exc:
         raise DecodeError(f"malformed CBOR: {exc}") from None
-    _check(value, 0)
-    # Re-encoding catches every other spelling of the value, trailing bytes included.
-    again = cbor2.dumps(value, canonical=True)
+    _check(value, 0, True)
+    # Keys are in canonical order, so the plain encoder writes the canonical
+    # bytes; comparing catches every other spelling, trailing bytes included.
+    again = cbor2.dumps(value)
     if again != data:
         if data.startswith(again):
             raise DecodeError("trailing bytes after the value")

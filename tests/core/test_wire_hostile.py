@@ -59,6 +59,38 @@ def test_codec_refuses_unsorted_map_keys():
     _refused(b"\xa2" + cbor2.dumps("bb") + b"\x00" + cbor2.dumps("a") + b"\x00")
 
 
+_KEYS = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=4)
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(codec.INT_MIN, codec.INT_MAX) | st.binary(max_size=4)
+    | _KEYS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=4),
+    max_leaves=12)
+
+
+def _shuffled(value: Any, rng: Any) -> Any:
+    """``value`` with every map's keys in a random insertion order."""
+    if type(value) is list:
+        return [_shuffled(item, rng) for item in value]
+    if type(value) is dict:
+        keys = list(value)
+        rng.shuffle(keys)
+        return {key: _shuffled(value[key], rng) for key in keys}
+    return value
+
+
+@SETTINGS
+@given(_VALUES, st.randoms(use_true_random=False))
+def test_codec_takes_exactly_the_canonical_spelling_whatever_the_key_order(value, rng):
+    """``decode`` checks key order itself and re-encodes with cbor2's plain
+    encoder; this holds it to cbor2's canonical one: a spelling of a value
+    with its keys in any order is accepted exactly when it is canonical."""
+    data = cbor2.dumps(_shuffled(value, rng))
+    if data == cbor2.dumps(value, canonical=True):
+        assert codec.decode(data, size_max=SIZE_MAX) == value
+    else:
+        assert "canonical" in _refused(data)
+
+
 @pytest.mark.parametrize("opener", [b"\x81", b"\x9f", b"\xa1\x61k"])
 def test_codec_survives_100000_nested_containers(opener):
     data = opener * 100_000 + b"\x00"
