@@ -1,8 +1,12 @@
 """``evidence.attestBatch``: thousands of attestations in one round trip.
 
-Items are checked one by one; an invalid item gets an error object in its
-slot and the others go ahead, because a court system sending 10,000 e-file
-hashes should not lose 9,999 of them to one bad case number.  Valid items are
+Items are checked one by one; an item the attestation checks refuse (a
+case number holding an identity or phone number, a control character) gets
+an error object in its slot and the others go ahead, because a court system
+sending 10,000 e-file hashes should not lose 9,999 of them to one bad case
+number.  An item that breaks the published item schema (a wrong type, an
+unknown kind, a field too long) is a caller's bug rather than bad data, and
+refuses the whole call, naming the member (``items/N/field``).  Valid items are
 split into submissions no larger than a batch may carry, each signed once by
 this node (not once per item), so the primary can put whole submissions in
 blocks and 10,000 items commit in a handful of blocks.
@@ -74,9 +78,13 @@ def register_batch_methods(dispatcher: Dispatcher, node: Node, client_of: Any) -
         "evidence.attestBatch", scope="evidence:write", params_schema=PARAMS,
         result_schema=RESULT, result_name="batch",
         summary="Attest up to 10,000 document hashes in one call; one result per item.",
-        description="Each item is checked on its own: an invalid item gets an error object "
-                    "{error: {code, message, data}} in its place and the others proceed. "
-                    "wait: true answers once every accepted item has committed.")
+        description="An item that breaks the item schema refuses the whole call (-32602, "
+                    "data.member names it, e.g. items/3/kind). Otherwise each item is checked "
+                    "on its own: one the attestation checks refuse (personal data or control "
+                    "characters in case_no or title) gets an error object "
+                    "{error: {code, message, data: {reason, index}}} in its place and the "
+                    "others proceed. wait: true answers once every accepted item has "
+                    "committed.")
     async def attest_batch(params: dict[str, Any], ctx: RpcContext) -> dict[str, Any]:
         client = client_of(ctx)
         results: list[dict[str, Any]] = [{} for _ in params["items"]]

@@ -20,9 +20,18 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from p2p import Mesh, MeshConfig, PeerInfo
-from rpc.client import RpcClient
+from rpc.client import RpcCallError, RpcClient
 
-from .harness import PYTHON, Cluster, LoadLoop, backups, log_events, pid_alive, wait_until
+from .harness import (
+    PYTHON,
+    Cluster,
+    LoadLoop,
+    backups,
+    log_events,
+    pid_alive,
+    random_sha256,
+    wait_until,
+)
 
 VIEW_CHANGE_DEADLINE_S = 40
 CATCH_UP_DEADLINE_S = 40
@@ -80,6 +89,48 @@ def test_attestations_commit_and_every_node_holds_the_same_chain(cluster: Cluste
     [record] = found["records"]
     assert (record["tx_id"], record["height"], record["court"]) == \
         (first["tx_id"], first["height"], attester)
+
+
+def test_attest_batch_answers_every_item_in_order_and_a_repeat_writes_nothing(
+        cluster: Cluster) -> None:
+    """1,201 items (two submissions at the default batch_requests_max of
+    1,000): items the attestation checks refuse get an error object in
+    their own slot, the rest commit; the same call again answers the same
+    transactions; an item that breaks the item schema refuses the call."""
+    client = cluster.client(cluster.ids[1], timeout_s=60)
+    tag = random_sha256()[:8]
+    items = [{"sha256": random_sha256(), "kind": "efile_item", "case_no": f"(2026)吉0102执{i}号",
+              "request_id": f"batch-{tag}-{i}"} for i in range(1201)]
+    items[7]["case_no"] = "(2026)吉0102执7号 13912345678"   # a mobile number
+    items[1100]["title"] = "卷宗\x07"                         # a control character
+    refused = {7: "personal data", 1100: "control characters"}
+
+    first = client.call("evidence.attestBatch", {"items": items, "wait": True})["results"]
+    assert len(first) == len(items)
+    for i, result in enumerate(first):
+        if i in refused:
+            error = result["error"]
+            assert error["code"] == -32602 and error["data"]["index"] == i, result
+            assert refused[i] in error["data"]["reason"], result
+        else:
+            assert result["status"] == "committed" and result["height"] >= 1, (i, result)
+    assert len({r["tx_id"] for i, r in enumerate(first) if i not in refused}) == 1199
+
+    again = client.call("evidence.attestBatch", {"items": items, "wait": True})["results"]
+    assert again == first
+    public = RpcClient(cluster.court(cluster.ids[2]).rpc_url)
+    for i in (0, 999, 1000, 1200):
+        found = wait_until(lambda i=i: (a := public.call(
+            "evidence.verify", {"sha256": items[i]["sha256"]}))["attested"] and a,
+            10, f"item {i} to be visible on another node")
+        assert [(r["tx_id"], r["height"]) for r in found["records"]] == \
+            [(first[i]["tx_id"], first[i]["height"])], f"item {i} attested more than once"
+    assert not public.call("evidence.verify", {"sha256": items[7]["sha256"]})["attested"]
+
+    fine = {"sha256": random_sha256(), "kind": "judgment", "case_no": "(2026)吉0102民初1号"}
+    with pytest.raises(RpcCallError) as info:
+        client.call("evidence.attestBatch", {"items": [fine, {**fine, "kind": "memo"}]})
+    assert info.value.code == -32602 and info.value.data["member"] == "items/1/kind", info.value
 
 
 # ---------------------------------------------------------------- 2. crash
