@@ -77,13 +77,15 @@ class CommitWaiter:
 
     ``accepted``: refused (``error`` set, ``sid`` 0) or signed into a SUBMIT
     (``sid`` set).  ``done``: committed, refused, or not acknowledged
-    (``error`` set after acceptance)."""
+    (``error`` set after acceptance).  ``results`` holds each committed
+    key's (height, tx_id), what ``ChainStore.request_result`` would read:
+    once ``done`` is set the caller can answer without a lookup per key."""
 
     keys: set[RequestKey]
     submitted_ms: int = 0
     sid: int = 0
     error: str | None = None
-    heights: dict[RequestKey, int] = field(default_factory=dict)
+    results: dict[RequestKey, tuple[int, bytes]] = field(default_factory=dict)
     accepted: trio.Event = field(default_factory=trio.Event)
     done: trio.Event = field(default_factory=trio.Event)
 
@@ -465,10 +467,13 @@ class NodeRuntime:
         self.log.info("block_committed", view=self.replica.view, seq=header.height,
                       height=header.height, txs=header.tx_count,
                       hash=block.block_hash.hex()[:16])
-        for tx in block.txs:
-            for waiter in self._waiters.pop(tx.key, ()):
-                waiter.heights[tx.key] = header.height
-                if waiter.keys.issubset(waiter.heights) and not waiter.done.is_set():
+        waiting = [tx.key for tx in block.txs if tx.key in self._waiters]
+        results = block.results(waiting, self.chain.request_result) if waiting else {}
+        for key in waiting:
+            for waiter in self._waiters.pop(key, ()):
+                if key in results:
+                    waiter.results[key] = results[key]
+                if waiter.keys.issubset(waiter.results) and not waiter.done.is_set():
                     if self.on_commit_latency is not None:
                         self.on_commit_latency(now - waiter.submitted_ms)
                     self._answer.append(waiter)

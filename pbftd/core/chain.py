@@ -17,7 +17,7 @@ the agreed batch) but skipped by execution and marked a duplicate.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -119,6 +119,22 @@ class ExecutedBlock:
     def tip(self) -> ChainTip:
         h = self.header
         return ChainTip(h.height, self.block_hash, h.time_ms, h.state_root)
+
+    def results(self, keys: Iterable[RequestKey],
+                earlier: Callable[[RequestKey], tuple[int, bytes] | None],
+                ) -> dict[RequestKey, tuple[int, bytes]]:
+        """(height, tx_id) that executed each of ``keys`` (keys of this
+        block's transactions): this block's own where it executed the key,
+        else ``earlier``'s answer, for a duplicate of a key executed in an
+        earlier block (a retry that raced its first commit)."""
+        mine = {tx.key: tx.tx_id for tx in self.fresh}
+        out = {}
+        for key in keys:
+            tx_id = mine.get(key)
+            done = (self.header.height, tx_id) if tx_id is not None else earlier(key)
+            if done is not None:
+                out[key] = done
+        return out
 
 
 def batch_txs(batch: Batch) -> tuple[Tx, ...]:

@@ -172,6 +172,24 @@ def test_request_executed_in_an_earlier_block_is_skipped():
     assert b2.header.tx_root != b2_alone.header.tx_root
 
 
+def test_a_blocks_results_name_the_transaction_that_executed_each_key():
+    """What an RPC caller is answered: a key executed in this block gets
+    this block's height and its first transaction; a duplicate of a key
+    executed earlier gets the earlier result, not the duplicate's tx id."""
+    first = Batch(1, 0, "n0", 5_000, (_sub("n1", 1, ("c", "r1", b"a")),))
+    b1 = execute_batch(CHAIN_ID, GENESIS, first, _never)
+    earlier = {t.key: (1, t.tx_id) for t in b1.fresh}
+    second = Batch(2, 0, "n0", 6_000, (_sub("n1", 7, ("c", "r1", b"a"), ("c", "r2", b"b")),
+                                       _sub("n1", 8, ("c", "r2", b"b"))))
+    b2 = execute_batch(CHAIN_ID, b1.tip, second, earlier.__contains__)
+    keys = [t.key for t in b2.txs]
+    r2 = next(t for t in b2.txs if t.rid == "r2")
+    assert b2.results(keys, earlier.get) == {("n1", "c", "r1"): earlier[("n1", "c", "r1")],
+                                             ("n1", "c", "r2"): (2, r2.tx_id)}
+    assert r2.sid == 7  # the first of its two copies
+    assert b2.results([("n1", "c", "r9")], earlier.get) == {}
+
+
 @pytest.mark.parametrize(("batch_time", "prev_time", "expected"), [
     (5_000, 1_000, 5_000),   # the primary's time when it moves forward
     (1_000, 1_000, 1_001),   # never equal to the previous block's

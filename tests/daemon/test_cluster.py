@@ -12,8 +12,10 @@ import json
 import shutil
 import signal
 import subprocess
+import threading
 import urllib.request
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import trio
@@ -131,6 +133,42 @@ def test_attest_batch_answers_every_item_in_order_and_a_repeat_writes_nothing(
     with pytest.raises(RpcCallError) as info:
         client.call("evidence.attestBatch", {"items": [fine, {**fine, "kind": "memo"}]})
     assert info.value.code == -32602 and info.value.data["member"] == "items/1/kind", info.value
+
+
+def test_concurrent_calls_with_one_request_id_get_one_transaction(cluster: Cluster) -> None:
+    """At most once through RPC: eight callers racing with the same
+    request_id (none sees the others' result before submitting), and one
+    attestBatch naming it twice, all answer the one transaction that
+    executed, and the index holds one record."""
+    court = cluster.ids[2]
+    sha, rid = random_sha256(), f"race-{random_sha256()[:12]}"
+    params = {"sha256": sha, "kind": "judgment", "case_no": "(2026)吉0102民初7号",
+              "request_id": rid, "wait": True}
+    answers: list[Any] = [None] * 8
+
+    def call(i: int) -> None:
+        try:
+            answers[i] = cluster.client(court, timeout_s=30).call("evidence.attest", params)
+        except Exception as exc:  # reported below, with the others' answers
+            answers[i] = exc
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(answers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(a == answers[0] for a in answers), answers
+    assert answers[0]["status"] == "committed", answers[0]
+
+    item = {k: params[k] for k in ("sha256", "kind", "case_no", "request_id")}
+    other = {**item, "sha256": random_sha256(), "request_id": rid + "-b"}
+    results = cluster.client(court, timeout_s=30).call(
+        "evidence.attestBatch", {"items": [item, other, other], "wait": True})["results"]
+    assert results[0] == answers[0], results
+    assert results[1] == results[2] and results[1]["status"] == "committed", results
+    for digest, tx_id in ((sha, answers[0]["tx_id"]), (other["sha256"], results[1]["tx_id"])):
+        found = cluster.call(court, "evidence.verify", {"sha256": digest})
+        assert [r["tx_id"] for r in found["records"]] == [tx_id], found
 
 
 # ---------------------------------------------------------------- 2. crash
