@@ -133,13 +133,12 @@ def register_batch_methods(dispatcher: Dispatcher, node: Node, client_of: Any) -
 
 def _waited(chain: Any, court: str, items: list[tuple[int, Request]],
             waiter: Any) -> list[dict[str, Any] | None]:
-    """``_committed`` after a wait: what the done waiter already knows (the
-    runtime records each key's height and tx_id at execution), and one
-    multi-get for the rest (a wait that timed out, a refusal)."""
-    known = waiter.results if waiter.done.is_set() else {}
-    keys = [(court, req.client, req.rid) for _, req in items]
-    if all(key in known for key in keys):
-        return [_answer(known[key]) for key in keys]
+    """``_committed`` after a wait: what the waiter knows (``CommitWaiter.known``:
+    the runtime records each key's height and tx_id at execution), else one
+    multi-get for the lot (a wait that timed out, a refusal)."""
+    known = [waiter.known((court, req.client, req.rid)) for _, req in items]
+    if all(done is not None for done in known):
+        return [_answer(done) for done in known]
     return _committed(chain, court, items)
 
 

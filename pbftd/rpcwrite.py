@@ -18,10 +18,10 @@ import trio
 from rpc.errors import RpcError
 from rpc.jsonrpc import RpcContext
 
-from .core.chain import RequestKey, Tx
+from .core.chain import Tx
 from .core.messages import Request
 
-__all__ = ["TIMEOUT", "UNAVAILABLE", "client_of", "committed_result", "submit_write"]
+__all__ = ["TIMEOUT", "UNAVAILABLE", "client_of", "submit_write"]
 
 TIMEOUT = -32003
 UNAVAILABLE = -32010
@@ -60,7 +60,7 @@ async def submit_write(node: Any, ctx: RpcContext, payload: bytes, request_id: s
     tx_id = Tx(node.court.id, waiter.sid, client, rid, payload).tx_id
     if not wait:
         return {"tx_id": tx_id.hex(), "status": "pending"}
-    result = committed_result(waiter, chain, key)
+    result = waiter.known(key) or chain.request_result(key)
     if result is None and waiter.error:
         raise RpcError(UNAVAILABLE, "not acknowledged",
                        {"reason": waiter.error, "retry": "with the same request_id"})
@@ -68,11 +68,3 @@ async def submit_write(node: Any, ctx: RpcContext, payload: bytes, request_id: s
         raise RpcError(TIMEOUT, "timeout", {"tx_id": tx_id.hex(), "status": "pending"})
     return {"tx_id": result[1].hex(), "status": "committed", "height": result[0]}
 
-
-def committed_result(waiter: Any, chain: Any, key: RequestKey) -> tuple[int, bytes] | None:
-    """(height, tx_id) of ``key`` if committed: from the waiter once it is
-    done (the runtime filled it in at execution, and the block is durable),
-    else from the store (a wait that timed out may race the commit)."""
-    if waiter.done.is_set() and key in waiter.results:
-        return waiter.results[key]
-    return chain.request_result(key)

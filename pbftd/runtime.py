@@ -89,6 +89,12 @@ class CommitWaiter:
     accepted: trio.Event = field(default_factory=trio.Event)
     done: trio.Event = field(default_factory=trio.Event)
 
+    def known(self, key: RequestKey) -> tuple[int, bytes] | None:
+        """``key``'s (height, tx_id) once this waiter is done and the key
+        committed; None means ask the store (a wait that timed out may race
+        the commit, and its block may not be durable yet)."""
+        return self.results.get(key) if self.done.is_set() else None
+
 
 _Submission = tuple[tuple[Request, ...], CommitWaiter]
 
