@@ -54,10 +54,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="client-side limit on one call (default 60)")
     p.add_argument("--keep-dir", metavar="DIR",
                    help="local cluster: create it in DIR (must be empty) and keep it")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+    p.add_argument("--set", action="append", default=[], metavar="[SECTION.]KEY=VALUE",
                    dest="settings",
-                   help="local cluster: a node setting for every node, as in config.toml, "
-                        "e.g. consensus.pipeline_depth_max=4 (repeatable)")
+                   help="local cluster: a node setting for every node, as in config.toml "
+                        "(a TOML value, checked before the cluster starts), e.g. "
+                        "consensus.pipeline_depth_max=4 or log_level='\"debug\"' (repeatable)")
     p.add_argument("--count", type=int, default=100_000,
                    help="catchup: attestations to load before wiping one validator "
                         "(default 100000)")

@@ -79,16 +79,21 @@ def metric_value(text: str, name: str) -> float | None:
 
 
 def apply_settings(config: Path, settings: list[str]) -> None:
-    """Set ``section.key=value`` lines (TOML values) in a testnet config.toml:
-    replace the key if its section has it, else add it under the section."""
+    """Set ``[section.]key=value`` lines (TOML values, checked by the bench's
+    options) in a testnet config.toml: replace the key where its table has
+    it, else add it at the top of that table (a new section goes at the end;
+    a top-level key goes before the first table)."""
     lines = config.read_text().splitlines()
     for setting in settings:
         name, _, value = setting.partition("=")
-        section, _, key = name.partition(".")
-        header = f"[{section}]"
-        if header not in lines:
-            lines += ["", header]
-        start = lines.index(header) + 1
+        section, _, key = name.rpartition(".")
+        if section:
+            header = f"[{section}]"
+            if header not in lines:
+                lines += ["", header]
+            start = lines.index(header) + 1
+        else:
+            start = 0
         end = next((i for i in range(start, len(lines)) if lines[i].startswith("[")),
                    len(lines))
         lines[start:end] = [ln for ln in lines[start:end]

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+from config.errors import ConfigError
+from config.settings import settings_from_dict
 
 from ..evidence_batch import ITEMS_MAX
 from .http import split_url
@@ -14,8 +19,13 @@ __all__ = ["MODES", "VALIDATOR_COUNTS", "BenchOptions", "OptionError"]
 MODES = ("attest", "batch", "open", "mixed", "catchup")
 VALIDATOR_COUNTS = (4, 7, 10)
 DEFAULT_CLIENTS = {"attest": 64, "batch": 8, "open": 256, "mixed": 64, "catchup": 8}
-# --set section.key=value: a node setting for every node of the local cluster
-_SETTING = re.compile(r"^[a-z_]+\.[a-z_]+=\S.*$")
+# --set [section.]key=value: a node setting for every node of the local cluster
+_SETTING = re.compile(r"(?:([a-z0-9_]+)\.)?([a-z0-9_]+)=(\S.*)")
+# keys that make the local cluster what it is: its layout and the bench's token
+_BENCH_OWNED = {"court_id", "data_dir", "genesis_file", "key_file", "rpc.tokens"}
+# the required keys of a config, so that --set alone can be checked by the real loader
+_REQUIRED = {"court_id": "spc", "data_dir": "data", "genesis_file": "genesis.json",
+             "key_file": "node.key"}
 
 
 class OptionError(ValueError):
@@ -39,7 +49,7 @@ class BenchOptions:
     call_timeout_s: float = 60.0
     keep_dir: str | None = None  # local cluster: keep its directory here
     stop_grace_s: float = 15.0
-    settings: list[str] = field(default_factory=list)  # "section.key=toml value"
+    settings: list[str] = field(default_factory=list)  # "[section.]key=toml value"
     count: int = 100_000  # catchup: attestations loaded before the wipe
 
     @property
@@ -74,9 +84,7 @@ class BenchOptions:
                 raise OptionError("--set is only for a local cluster")
             if self.mode == "catchup":
                 raise OptionError("--mode catchup needs a local cluster")
-        for setting in self.settings:
-            if not _SETTING.match(setting):
-                raise OptionError(f"--set {setting!r}: expected section.key=value")
+        _check_settings(self.settings)
         if not 1 <= self.count <= 100_000_000:
             raise OptionError("--count must be between 1 and 100000000")
         if self.clients is None:
@@ -115,3 +123,32 @@ class BenchOptions:
         if self.mode != "catchup":
             out.pop("count")
         return out
+
+
+def _check_settings(settings: list[str]) -> None:
+    """Check every --set before a cluster starts, with config's own loader:
+    the key must exist, the value must be TOML and what that key accepts.
+    Why here: a bad value used to surface only as daemons exiting at start."""
+    document: dict[str, Any] = dict(_REQUIRED)
+    for setting in settings:
+        match = _SETTING.fullmatch(setting)
+        if match is None:
+            raise OptionError(f"--set {setting!r}: expected key=value or section.key=value")
+        section, key, text = match.groups()
+        if (f"{section}.{key}" if section else key) in _BENCH_OWNED:
+            raise OptionError(f"--set {setting!r}: the bench's local cluster sets this itself")
+        try:
+            parsed = tomllib.loads(f"value = {text}")
+        except tomllib.TOMLDecodeError:
+            parsed = {}
+        if list(parsed) != ["value"]:
+            raise OptionError(f"--set {setting!r}: {text!r} is not one TOML value "
+                              f"(text needs quotes: {key}=\"...\")")
+        table = document.setdefault(section, {}) if section else document
+        if not isinstance(table, dict):
+            raise OptionError(f"--set {setting!r}: {section!r} is a key, not a section")
+        table[key] = parsed["value"]
+    try:
+        settings_from_dict(document, source="--set", base_dir=Path("/"))
+    except ConfigError as exc:
+        raise OptionError(str(exc)) from None

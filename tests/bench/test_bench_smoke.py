@@ -100,8 +100,10 @@ def test_settings_land_in_the_nodes_config(tmp_path: Path) -> None:
     config.write_text('court_id = "x"\n\n[consensus]\nrequest_timeout_ms = 2000\n'
                       '\n[[rpc.tokens]]\nname = "admin"\n')
     apply_settings(config, ["consensus.request_timeout_ms=5000",
-                            "consensus.pipeline_depth_max=2", "storage.sync_writes=false"])
+                            "consensus.pipeline_depth_max=2", "storage.sync_writes=false",
+                            'log_level="debug"', 'court_id="y"'])
     parsed = tomllib.loads(config.read_text())
+    assert parsed["court_id"] == "y" and parsed["log_level"] == "debug"
     assert parsed["consensus"] == {"request_timeout_ms": 5000, "pipeline_depth_max": 2}
     assert parsed["storage"] == {"sync_writes": False}
     assert parsed["rpc"]["tokens"] == [{"name": "admin"}]
@@ -109,7 +111,13 @@ def test_settings_land_in_the_nodes_config(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args, message", [
     (["--mode", "open"], "--mode open needs --rate"),
-    (["--set", "pipeline=2"], "expected section.key=value"),
+    (["--set", "consensus.pipeline_depth_max"], "expected key=value or section.key=value"),
+    (["--set", "consensus.pipeline=2"], "--set: [consensus] unknown key 'pipeline'"),
+    (["--set", "log_level=debug"], "is not one TOML value (text needs quotes"),
+    (["--set", "log_level=\"loud\""], "log_level"),
+    (["--set", "consensus.batch_wait_ms=-1"], "batch_wait_ms"),
+    (["--set", "consensus.batch_wait_ms=1\nx=2"], "expected key=value"),
+    (["--set", "data_dir=\"/tmp/x\""], "the bench's local cluster sets this itself"),
     (["--mode", "catchup", "--rpc", "http://127.0.0.1:1/", "--token", "t"],
      "needs a local cluster"),
     (["--mode", "open", "--rate", "0"], "--rate must be positive"),
