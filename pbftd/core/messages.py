@@ -27,7 +27,7 @@ signature and every body field are checked there, and anything wrong raises
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -54,6 +54,7 @@ __all__ = [
     "Status",
     "Submit",
     "ViewChange",
+    "VoteNotNeeded",
     "Wire",
 ]
 
@@ -72,6 +73,12 @@ class ProtocolError(ValueError):
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+
+
+class VoteNotNeeded(Exception):
+    """A well-formed PREPARE or COMMIT the receiver said it no longer needs,
+    dropped before its signature was checked (see ``Wire.open_from``).
+    Not a ProtocolError: the peer did nothing wrong, it was only late."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -608,28 +615,43 @@ class Wire:
         self._submits: OrderedDict[bytes, Submit] = OrderedDict()
         self._submits_bytes = 0
 
-    def open(self, frame: bytes) -> tuple[Message, Any]:
-        """Decode a link frame; returns the message and its raw ``extra``."""
+    def open(self, frame: bytes,
+             not_needed: Callable[[Prepare | Commit], bool] | None = None
+             ) -> tuple[Message, Any]:
+        """Decode a link frame; returns the message and its raw ``extra``.
+        ``not_needed``: see ``open_from``."""
         try:
             value = codec.decode(frame, size_max=self.limits.frame_bytes_max)
         except codec.DecodeError as exc:
             raise ProtocolError("bad_encoding", str(exc)) from None
         if type(value) is not list or len(value) != 3:
             raise ProtocolError("bad_frame", "frame must be [signed, sig, extra]")
-        msg = self.open_envelope(value[:2], None)
+        msg = self.open_envelope(value[:2], None, not_needed)
         if value[2] is not None and type(msg) not in (PrePrepare, Blocks):
             raise ProtocolError("bad_frame", f"{msg.TYPE} carries no extra data")
         return msg, value[2]
 
-    def open_from(self, peer: str, frame: bytes) -> tuple[Message, Any]:
+    def open_from(self, peer: str, frame: bytes,
+                  not_needed: Callable[[Prepare | Commit], bool] | None = None
+                  ) -> tuple[Message, Any]:
         """``open`` a frame that arrived on the authenticated link to ``peer``:
-        its signer must be that peer, or someone is relaying in another's name."""
-        msg, extra = self.open(frame)
+        its signer must be that peer, or someone is relaying in another's name.
+
+        ``not_needed`` is asked about each well-formed PREPARE and COMMIT from
+        a validator before its signature is checked; True raises VoteNotNeeded.
+        Why: a quorum needs 2f votes of the others, and the rest arrive after
+        the phase is over (two of the six Ed25519 verifies per block per node
+        with four validators).  Nothing of such a vote is used, so dropping it
+        unverified changes no state; only its equivocation count is lost."""
+        ask = None if not_needed is None else (
+            lambda vote: vote.sender == peer and not_needed(vote))  # a relay is still rejected
+        msg, extra = self.open(frame, ask)
         if msg.sender != peer:
             raise ProtocolError("sender_mismatch", f"{msg.sender} via {peer}")
         return msg, extra
 
-    def open_envelope(self, raw: Any, expected: type[Message] | None) -> Message:
+    def open_envelope(self, raw: Any, expected: type[Message] | None,
+                      not_needed: Callable[[Prepare | Commit], bool] | None = None) -> Message:
         if type(raw) is not list or len(raw) != 2:
             raise ProtocolError("bad_envelope", "envelope must be [signed, sig]")
         signed, sig = raw
@@ -644,7 +666,7 @@ class Wire:
                 del self._submits[sig]
                 self._submits_bytes -= len(signed)
                 return known
-        msg = self._open_envelope(signed, sig, expected)
+        msg = self._open_envelope(signed, sig, expected, not_needed)
         if expected is None and type(msg) is Submit:
             # A SUBMIT frame of its own: the PRE-PREPARE that orders it will
             # bring it back.  One opened inside a batch (a PRE-PREPARE, a view
@@ -677,7 +699,8 @@ class Wire:
             _, old = self._submits.popitem(last=False)
             self._submits_bytes -= len(old.env.signed)
 
-    def _open_envelope(self, signed: bytes, sig: bytes, expected: type[Message] | None) -> Message:
+    def _open_envelope(self, signed: bytes, sig: bytes, expected: type[Message] | None,
+                       not_needed: Callable[[Prepare | Commit], bool] | None = None) -> Message:
         try:
             head = codec.decode(signed, size_max=self.limits.frame_bytes_max)
         except codec.DecodeError as exc:
@@ -695,6 +718,15 @@ class Wire:
         keys = self.submitters if cls in (Submit, Fetch, Blocks) else self._validator_keys
         if type(sender) is not str or sender not in keys:
             raise ProtocolError("unknown_sender", f"{sender!r} may not send {type_}")
+        if not_needed is not None and (cls is Prepare or cls is Commit):
+            # Fields first (a bare check of three values), so the question is
+            # asked about a well-formed vote; the answer only ever drops it.
+            vote = cls.parse(sender, Envelope(signed, sig), body, self)
+            if not_needed(vote):
+                raise VoteNotNeeded(type_)
+            if not self.verifier.verify(keys[sender], signed, sig):
+                raise ProtocolError("bad_signature", f"{type_} from {sender}")
+            return vote  # type: ignore[no-any-return]
         if not self.verifier.verify(keys[sender], signed, sig):
             raise ProtocolError("bad_signature", f"{type_} from {sender}")
         return cls.parse(sender, Envelope(signed, sig), body, self)

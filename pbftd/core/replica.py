@@ -92,6 +92,7 @@ from .messages import (
     Status,
     Submit,
     ViewChange,
+    VoteNotNeeded,
     Wire,
 )
 from .sids import SID_RECORD, SidIssuer
@@ -325,11 +326,27 @@ class Replica:
     def on_message(self, sender: str, frame: bytes, now_ms: int) -> list[Action]:
         """A frame from an authenticated link to ``sender``."""
         try:
-            msg, extra = self.wire.open_from(sender, frame)
+            msg, extra = self.wire.open_from(sender, frame, self._vote_not_needed)
             return self._handlers[type(msg)](msg, extra, now_ms)
+        except VoteNotNeeded:
+            self.stats["votes_not_needed"] += 1
+            return []
         except ProtocolError as exc:
             self.stats["rejected_" + exc.reason] += 1
             return [Note("message_rejected", {"peer": sender, "reason": str(exc)})]
+
+    def _vote_not_needed(self, vote: Prepare | Commit) -> bool:
+        """True for a vote of this view on a slot whose phase this replica has
+        finished: a PREPARE once it sent its COMMIT (prepared), a COMMIT once
+        the slot committed.  Its handler would only record it (certificates
+        take the first quorum), so it is dropped before the signature check.
+        Votes of other views and of slots not yet done are opened as before."""
+        if vote.view != self.view or not self.active:
+            return False
+        entry = self.log.get(vote.seq)
+        if entry is None:
+            return False
+        return entry.committed if type(vote) is Commit else entry.sent_commit
 
     @property
     def tick_interval_ms(self) -> int:
