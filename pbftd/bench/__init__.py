@@ -126,6 +126,20 @@ async def _view_changes(targets: list[Target]) -> dict[str, float | None]:
     return out
 
 
+async def _heights(targets: list[Target]) -> dict[str, int | None]:
+    """Each node's executed height now, or None if it did not answer."""
+    out: dict[str, int | None] = {}
+    for t in targets:
+        conn = Connection(t.url, t.token)
+        try:
+            out[t.url] = int((await _call(conn, "node.status"))["height"])
+        except (HttpError, ValueError, KeyError, TypeError):
+            out[t.url] = None
+        finally:
+            await conn.aclose()
+    return out
+
+
 def _samples(targets: list[Target]) -> dict[str, ProcSample | None]:
     return {t.url: proc_sample(t.pid) if t.pid else None for t in targets}
 
@@ -199,12 +213,14 @@ async def _bench(opts: BenchOptions, targets: list[Target], cluster: LocalCluste
     async def sample_window() -> None:
         await trio.sleep_until(rec.window_start)
         marks["start"] = (_samples(targets), _self_cpu(), time.time())
+        marks["heights_start"] = await _heights(targets)
         if opts.duration_s > RSS_SETTLE_S:
             # Issue 6: peak RSS may grow < 10% after the first minute of a long run.
             await trio.sleep_until(rec.window_start + RSS_SETTLE_S)
             marks["settled"] = _samples(targets)
         await trio.sleep_until(rec.window_end)
         marks["end"] = (_samples(targets), _self_cpu(), time.time())
+        marks["heights_end"] = await _heights(targets)
 
     drained = True
     async with trio.open_nursery() as nursery:
@@ -253,6 +269,7 @@ def _assemble(opts: BenchOptions, targets: list[Target], rec: Recorder, marks: d
             "view_before": before[t.url]["view"], "view_after": after[t.url]["view"],
             "height_before": before[t.url]["height"], "height_after": after[t.url]["height"],
         })
+    per_block = _per_block(targets, nodes, marks, rec.committed_in_window, opts.duration_s)
     views_moved = sum(1 for n in nodes if n["view_after"] != n["view_before"])
     lat = latency_summary(rec.latencies_ms)
     report: dict[str, Any] = {
@@ -271,6 +288,7 @@ def _assemble(opts: BenchOptions, targets: list[Target], rec: Recorder, marks: d
         "view_changes": {"total": vc_total, "nodes_whose_view_moved": views_moved,
                          **({"note": "some nodes' /metrics could not be read"}
                             if vc_missing else {})},
+        **per_block,
         "nodes": nodes,
         "bench_cpu_seconds": round(cpu1 - cpu0, 3),
         "drained": drained,
@@ -286,6 +304,33 @@ def _assemble(opts: BenchOptions, targets: list[Target], rec: Recorder, marks: d
                            "per_s": round(rec.reads_in_window / opts.duration_s, 2),
                            "latency_ms": latency_summary(rec.read_latencies_ms)}
     return report
+
+
+def _per_block(targets: list[Target], nodes: list[dict[str, Any]], marks: dict[str, Any],
+               committed: int, duration_s: float) -> dict[str, Any]:
+    """Blocks executed in the window and CPU per attestation and per block.
+
+    Why: under load the primary proposes whatever is waiting as soon as a
+    block commits, so blocks per second and attestations per block move with
+    the machine's speed; comparing two runs needs both, and the CPU each
+    node spent per attestation and per block (nodes this bench started)."""
+    h0, h1 = marks.get("heights_start", {}), marks.get("heights_end", {})
+    spans = sorted(h1[t.url] - h0[t.url] for t in targets if t.validator
+                   and h0.get(t.url) is not None and h1.get(t.url) is not None)
+    blocks = spans[len(spans) // 2] if spans else None  # the median validator's
+    cpus = [n["cpu_seconds"] for n in nodes if n["cpu_seconds"] is not None]
+    cpu = sum(cpus) / len(cpus) if cpus else None
+    return {
+        "blocks": {"in_window": blocks,
+                   "per_s": round(blocks / duration_s, 2) if blocks is not None else None,
+                   "attestations_per_block":
+                       round(committed / blocks, 2) if blocks else None},
+        "cpu_ms_per_node": {
+            "per_attestation": round(cpu * 1000 / committed, 4) if cpu is not None
+            and committed else None,
+            "per_block": round(cpu * 1000 / blocks, 3) if cpu is not None and blocks else None,
+            "nodes": len(cpus)},
+    }
 
 
 def write_json(report: dict[str, Any], path: str) -> None:

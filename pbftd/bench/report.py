@@ -62,6 +62,15 @@ def format_report(r: dict[str, Any]) -> list[str]:
         rd = r["reads"]
         lines.append(f"  reads       {rd['count']} evidence.verify, {rd['per_s']:.1f}/s, "
                      f"p50 {_ms(rd['latency_ms']['p50'])} p99 {_ms(rd['latency_ms']['p99'])} ms")
+    blocks, cpu = r.get("blocks", {}), r.get("cpu_ms_per_node", {})
+    if blocks.get("in_window") is not None:
+        each = blocks["attestations_per_block"]
+        lines.append(f"  blocks      {blocks['in_window']} in the window, {blocks['per_s']:.1f}/s"
+                     + (f", {each:.1f} attestations each" if each is not None else ""))
+    if cpu.get("per_attestation") is not None:
+        lines.append(f"  cpu/node    {cpu['per_attestation']:.4f} ms per attestation"
+                     + (f", {cpu['per_block']:.2f} ms per block" if cpu["per_block"] else "")
+                     + f" (mean of {cpu['nodes']} nodes)")
     calls = r["calls"]
     lines.append(f"  calls       {calls['ok']} ok, {calls['failed']} failed")
     errors = r["errors"]

@@ -58,8 +58,15 @@ def _check_common(report: dict, stdout: str) -> None:
         assert node["rss_peak_mb"] > 0
         assert node["height_after"] >= node["height_before"]
         assert not _alive(node["pid"]), f"daemon {node['pid']} still running after bench"
+    blocks, cpu = report["blocks"], report["cpu_ms_per_node"]
+    assert 0 < blocks["in_window"] <= max(n["height_after"] for n in nodes)
+    assert blocks["per_s"] > 0 and blocks["attestations_per_block"] > 0
+    assert cpu["nodes"] == 4 and cpu["per_attestation"] > 0 and cpu["per_block"] > 0
+    mean_cpu = sum(n["cpu_seconds"] for n in nodes) / 4
+    assert abs(cpu["per_attestation"] - mean_cpu * 1000 / report["committed"]) < 1e-3
     assert report["config"]["tokens"] == 0  # no credential in the report
     assert "committed" in stdout and "latency" in stdout
+    assert "attestations each" in stdout and "ms per attestation" in stdout
 
 
 def test_batch_smoke(tmp_path: Path) -> None:
