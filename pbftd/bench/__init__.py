@@ -22,7 +22,7 @@ import trio
 from .catchup import format_catchup, run_catchup
 from .http import Connection, HttpError
 from .load import LATE_MS, Recorder, run_workload
-from .nodes import LocalCluster, ProcSample, Target, metric_value, proc_sample
+from .nodes import LocalCluster, ProcSample, Target, metric_value, node_height, proc_sample
 from .options import MODES, VALIDATOR_COUNTS, BenchOptions, OptionError
 from .report import format_report, latency_summary
 
@@ -127,17 +127,7 @@ async def _view_changes(targets: list[Target]) -> dict[str, float | None]:
 
 
 async def _heights(targets: list[Target]) -> dict[str, int | None]:
-    """Each node's executed height now, or None if it did not answer."""
-    out: dict[str, int | None] = {}
-    for t in targets:
-        conn = Connection(t.url, t.token)
-        try:
-            out[t.url] = int((await _call(conn, "node.status"))["height"])
-        except (HttpError, ValueError, KeyError, TypeError):
-            out[t.url] = None
-        finally:
-            await conn.aclose()
-    return out
+    return {t.url: await node_height(t) for t in targets}
 
 
 def _samples(targets: list[Target]) -> dict[str, ProcSample | None]:
@@ -209,6 +199,7 @@ async def _bench(opts: BenchOptions, targets: list[Target], cluster: LocalCluste
                    window_end=start + opts.warmup_s + opts.duration_s)
     progress = _Progress(err, opts, rec, start)
     marks: dict[str, Any] = {}
+    sampled = trio.Event()
 
     async def sample_window() -> None:
         await trio.sleep_until(rec.window_start)
@@ -221,6 +212,7 @@ async def _bench(opts: BenchOptions, targets: list[Target], cluster: LocalCluste
         await trio.sleep_until(rec.window_end)
         marks["end"] = (_samples(targets), _self_cpu(), time.time())
         marks["heights_end"] = await _heights(targets)
+        sampled.set()
 
     drained = True
     async with trio.open_nursery() as nursery:
@@ -228,7 +220,9 @@ async def _bench(opts: BenchOptions, targets: list[Target], cluster: LocalCluste
         nursery.start_soon(sample_window)
         await trio.sleep_until(start)
         drained = await run_workload(opts, targets, rec, start)
-        if "end" not in marks:
+        if "end" in marks:
+            await sampled.wait()  # the heights at the window's end are being read
+        else:  # the load stopped before the window ended
             marks["end"] = (_samples(targets), _self_cpu(), time.time())
         nursery.cancel_scope.cancel()
     progress.finish()

@@ -20,7 +20,7 @@ import trio
 
 from .http import Connection, HttpError
 from .load import Payloads
-from .nodes import LocalCluster, Target, proc_sample
+from .nodes import LocalCluster, Target, node_height, proc_sample
 from .options import BenchOptions
 
 __all__ = ["format_catchup", "run_catchup"]
@@ -28,19 +28,6 @@ __all__ = ["format_catchup", "run_catchup"]
 SETTLE_TIMEOUT_S = 120.0
 CATCHUP_TIMEOUT_S = 1800.0
 POLL_S = 0.1
-
-
-async def _height(target: Target) -> int | None:
-    """The node's executed height, or None while it does not answer."""
-    conn = Connection(target.url, target.token)
-    try:
-        reply = await conn.post_json({"jsonrpc": "2.0", "id": 1, "method": "node.status",
-                                      "params": {}})
-        return int(reply.json()["result"]["height"])
-    except (HttpError, ValueError, KeyError, TypeError):
-        return None
-    finally:
-        await conn.aclose()
 
 
 async def _load(opts: BenchOptions, writers: list[Target], err: TextIO) -> dict[str, Any]:
@@ -105,7 +92,7 @@ async def _settle(validators: list[Target]) -> int:
     """Wait until every validator reports the same height; return it."""
     deadline = trio.current_time() + SETTLE_TIMEOUT_S
     while True:
-        heights = [await _height(t) for t in validators]
+        heights = [await node_height(t) for t in validators]
         if None not in heights and len(set(heights)) == 1:
             return heights[0]  # type: ignore[return-value]
         if trio.current_time() > deadline:
@@ -137,7 +124,7 @@ async def run_catchup(opts: BenchOptions, targets: list[Target], cluster: LocalC
         now = trio.current_time()
         if now - started > CATCHUP_TIMEOUT_S:
             raise BenchError(f"{victim.court_id} did not catch up in {CATCHUP_TIMEOUT_S:.0f} s")
-        reached = await _height(victim)
+        reached = await node_height(victim)
         if reached is not None and answered_at is None:
             answered_at = trio.current_time()
         if reached is not None and reached >= height:

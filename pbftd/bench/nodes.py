@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..testnet import free_base_port, init_testnet
+from .http import Connection, HttpError
 
 __all__ = ["LocalCluster", "ProcSample", "Target", "apply_settings", "free_base_port",
-           "metric_value", "proc_sample"]
+           "metric_value", "node_height", "proc_sample"]
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -61,6 +62,19 @@ def proc_sample(pid: int) -> ProcSample | None:
         if name in ("VmHWM", "VmRSS"):
             mem[name] = int(value.split()[0])
     return ProcSample(cpu, mem.get("VmHWM", 0), mem.get("VmRSS", 0))
+
+
+async def node_height(target: Target) -> int | None:
+    """The node's executed height (``node.status``), or None while it does not answer."""
+    conn = Connection(target.url, target.token)
+    try:
+        reply = await conn.post_json({"jsonrpc": "2.0", "id": 1, "method": "node.status",
+                                      "params": {}})
+        return int(reply.json()["result"]["height"])
+    except (HttpError, ValueError, KeyError, TypeError):
+        return None
+    finally:
+        await conn.aclose()
 
 
 _METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
