@@ -52,6 +52,7 @@ __all__ = [
     "GENESIS_HASH",
     "GENESIS_TIME_MS",
     "NOW",
+    "CountingVerifier",
     "Peers",
     "Shell",
     "actions_of",
@@ -71,6 +72,18 @@ NOW = 1_000_000  # the clock every test starts at, in ms
 A = TypeVar("A")
 
 STATE_CHANGING = (Send, Broadcast, Persist, Execute, ServeBlocks, SetTimer, CancelTimer)
+
+
+class CountingVerifier(Verifier):
+    """A Verifier that counts its Ed25519 verifies (tests of what is not checked twice)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def verify(self, public_key: bytes, data: bytes, signature: bytes) -> bool:
+        self.calls += 1
+        return super().verify(public_key, data, signature)
 
 
 def signer_for(i: int) -> Signer:

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from pbftd.core import codec
 from pbftd.core.chain import Tx, batch_txs
-from pbftd.core.crypto import Verifier
 from pbftd.core.merkle import merkle_root
 from pbftd.core.messages import (
     Batch,
@@ -30,7 +29,7 @@ from pbftd.core.messages import (
     Wire,
     encode_tx,
 )
-from tests.core.harness import CHAIN_ID, NOW, Peers
+from tests.core.harness import CHAIN_ID, NOW, CountingVerifier, Peers
 
 SETTINGS = settings(max_examples=400, derandomize=True, deadline=None)
 
@@ -127,16 +126,6 @@ def test_batch_caches_match_a_fresh_computation() -> None:
     # The caches are not part of the value.
     fresh = Batch(batch.seq, batch.view, batch.proposer, batch.time_ms, batch.subs)
     assert fresh == batch and hash(fresh) == hash(batch)
-
-
-class CountingVerifier(Verifier):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def verify(self, public_key: bytes, data: bytes, signature: bytes) -> bool:
-        self.calls += 1
-        return super().verify(public_key, data, signature)
 
 
 def _wire(peers: Peers, limits: Limits | None = None) -> tuple[Wire, CountingVerifier]:

@@ -12,21 +12,12 @@ changes nothing, while every vote that could still matter is verified.
 
 from __future__ import annotations
 
+import pytest
+
 from pbftd.core import codec
-from pbftd.core.crypto import Verifier
 from pbftd.core.messages import Message, PrePrepare
 from pbftd.core.replica import Replica
-from tests.core.harness import NOW, Peers, opened_broadcasts, rejected
-
-
-class CountingVerifier(Verifier):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def verify(self, public_key: bytes, data: bytes, signature: bytes) -> bool:
-        self.calls += 1
-        return super().verify(public_key, data, signature)
+from tests.core.harness import NOW, CountingVerifier, Peers, opened_broadcasts, rejected
 
 
 def _replica(peers: Peers, node: str) -> tuple[Replica, CountingVerifier]:
@@ -47,36 +38,30 @@ def _snapshot(replica: Replica, seq: int) -> tuple[object, ...]:
             entry.commit_cert, entry.committed, replica.next_exec)
 
 
-def test_a_prepare_after_the_replica_prepared_is_dropped_unverified_and_changes_nothing() -> None:
+@pytest.mark.parametrize("phase", ["prepare", "commit"])
+def test_a_vote_after_its_phase_is_dropped_unverified_and_changes_nothing(phase: str) -> None:
+    """A PREPARE once the backup prepared, a COMMIT once the slot committed:
+    the vote, the same vote with a forged signature, and one for another
+    digest all cost no verify and leave the slot as it was."""
     peers = Peers(4)
     replica, verifier = _replica(peers, "n1")  # a backup of view 0
     batch = peers.batch(1)
-    peers.prepare_at(replica, batch)  # the pre-prepare and n2's PREPARE
-    assert replica.log[1].sent_commit
+    if phase == "prepare":
+        peers.prepare_at(replica, batch)  # the pre-prepare and n2's PREPARE
+        assert replica.log[1].sent_commit and not replica.log[1].committed
+        vote = peers.prepare
+    else:
+        peers.commit_at(replica, batch)  # COMMITs of n0 and n2 with our own
+        assert replica.log[1].committed and replica.next_exec == 2
+        vote = peers.commit
     before, calls = _snapshot(replica, 1), verifier.calls
-    late = peers.prepare("n3", 0, 1, peers.digest(batch))
+    late = vote("n3", 0, 1, peers.digest(batch))
     assert peers.deliver(replica, late) == []
-    # the same vote with a forged signature, and one for another digest
     assert replica.on_message("n3", _forged(late), NOW) == []
-    assert peers.deliver(replica, peers.prepare("n3", 0, 1, b"\x07" * 32)) == []
+    assert peers.deliver(replica, vote("n3", 0, 1, b"\x07" * 32)) == []
     assert verifier.calls == calls
     assert _snapshot(replica, 1) == before
     assert replica.stats["votes_not_needed"] == 3 and rejected(replica) == 0
-
-
-def test_a_commit_after_the_slot_committed_is_dropped_unverified_and_changes_nothing() -> None:
-    peers = Peers(4)
-    replica, verifier = _replica(peers, "n1")
-    batch = peers.batch(1)
-    peers.commit_at(replica, batch)  # COMMITs of n0 and n2 with our own: committed
-    assert replica.log[1].committed and replica.next_exec == 2
-    before, calls = _snapshot(replica, 1), verifier.calls
-    late = peers.commit("n3", 0, 1, peers.digest(batch))
-    assert peers.deliver(replica, late) == []
-    assert replica.on_message("n3", _forged(late), NOW) == []
-    assert verifier.calls == calls
-    assert _snapshot(replica, 1) == before
-    assert replica.stats["votes_not_needed"] == 2 and rejected(replica) == 0
 
 
 def test_votes_that_can_still_matter_are_verified_and_forgeries_refused() -> None:
