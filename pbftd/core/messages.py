@@ -718,15 +718,13 @@ class Wire:
         keys = self.submitters if cls in (Submit, Fetch, Blocks) else self._validator_keys
         if type(sender) is not str or sender not in keys:
             raise ProtocolError("unknown_sender", f"{sender!r} may not send {type_}")
+        vote = None
         if not_needed is not None and (cls is Prepare or cls is Commit):
             # Fields first (a bare check of three values), so the question is
             # asked about a well-formed vote; the answer only ever drops it.
             vote = cls.parse(sender, Envelope(signed, sig), body, self)
             if not_needed(vote):
                 raise VoteNotNeeded(type_)
-            if not self.verifier.verify(keys[sender], signed, sig):
-                raise ProtocolError("bad_signature", f"{type_} from {sender}")
-            return vote  # type: ignore[no-any-return]
         if not self.verifier.verify(keys[sender], signed, sig):
             raise ProtocolError("bad_signature", f"{type_} from {sender}")
-        return cls.parse(sender, Envelope(signed, sig), body, self)
+        return vote if vote is not None else cls.parse(sender, Envelope(signed, sig), body, self)
