@@ -67,4 +67,3 @@ async def submit_write(node: Any, ctx: RpcContext, payload: bytes, request_id: s
     if result is None:
         raise RpcError(TIMEOUT, "timeout", {"tx_id": tx_id.hex(), "status": "pending"})
     return {"tx_id": result[1].hex(), "status": "committed", "height": result[0]}
-
