@@ -365,9 +365,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _attach_option_values(argv: Sequence[str]) -> list[str]:
+    """Rewrite ``--token VALUE`` as ``--token=VALUE``.
+
+    argparse takes a separate value that starts with '-' for an option and
+    refuses it ("expected one argument"). Bearer tokens are random base64url,
+    which may start with '-' (tokens issued before generate_token avoided
+    that, or made by hand), so the word after ``--token`` is always its value.
+    """
+    out: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            out.append(word)
+            out.extend(words)
+            break
+        if word in _VALUE_ALWAYS_NEXT:
+            value = next(words, None)
+            out.append(word if value is None else f"{word}={value}")
+        else:
+            out.append(word)
+    return out
+
+
+_VALUE_ALWAYS_NEXT = frozenset({"--token"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_option_values(sys.argv[1:] if argv is None else argv))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
