@@ -87,28 +87,36 @@ def register_evidence_methods(dispatcher: Dispatcher, node: Node) -> None:
 
 
 def _metrics(node: Node) -> Registry:
+    """The daemon's /metrics.  Callbacks read ``node.replica`` each time:
+    the runtime rebuilds its replica from disk (storage recovered, clock
+    stepped back), and a replica captured here would be reported forever.
+    A rebuilt replica's counts start again from 0, which Prometheus reads as
+    a counter reset."""
     reg = Registry()
-    runtime, replica = node.runtime, node.replica
+    runtime = node.runtime
     reg.gauge("pbftd_height", "last executed block height",
               callback=lambda: node.chain.tip().height)
-    reg.gauge("pbftd_view", "current PBFT view", callback=lambda: replica.view)
+    reg.gauge("pbftd_view", "current PBFT view", callback=lambda: node.replica.view)
     reg.gauge("pbftd_stable_checkpoint", "last stable checkpoint seq",
-              callback=lambda: replica.stable_seq)
-    reg.gauge("pbftd_view_changes_total", "view changes this replica started",
-              callback=lambda: replica.stats["view_changes_started"])
+              callback=lambda: node.replica.stable_seq)
+    reg.counter("pbftd_view_changes_total", "view changes this replica started",
+                callback=lambda: node.replica.stats["view_changes_started"])
     reg.gauge("pbftd_peers_connected", "validator links up",
               callback=lambda: len(runtime.mesh.connected_peers()))
     reg.gauge("pbftd_pending_submissions", "submissions waiting for a batch",
-              callback=lambda: len(replica.pending))
-    reg.gauge("pbftd_messages_rejected_total", "peer messages refused as invalid",
-              callback=lambda: sum(v for k, v in replica.stats.items()
-                                   if k.startswith("rejected_")))
-    reg.gauge("pbftd_persist_seconds_total", "time spent in synced consensus writes",
-              callback=lambda: runtime.stats["persist_us_total"] / 1e6)
-    reg.gauge("pbftd_persists_total", "synced consensus writes",
-              callback=lambda: runtime.stats["persists"])
-    reg.gauge("pbftd_transactions_total", "transactions executed",
-              callback=lambda: runtime.stats["txs"])
+              callback=lambda: len(node.replica.pending))
+    reg.counter("pbftd_messages_rejected_total", "peer messages refused as invalid",
+                callback=lambda: sum(v for k, v in node.replica.stats.items()
+                                     if k.startswith("rejected_")))
+    reg.counter("pbftd_persist_seconds_total", "time spent in synced consensus writes",
+                callback=lambda: runtime.stats["persist_us_total"] / 1e6)
+    reg.counter("pbftd_persists_total", "synced consensus writes",
+                callback=lambda: runtime.stats["persists"])
+    reg.counter("pbftd_transactions_total", "transactions executed",
+                callback=lambda: runtime.stats["txs"])
+    reg.counter("pbftd_votes_not_needed_total",
+                "PREPAREs and COMMITs dropped unverified because their phase was over",
+                callback=lambda: node.replica.stats["votes_not_needed"])
     reg.gauge("pbftd_peer_send_queue_frames", "frames queued for each peer link",
               labelnames=("peer",),
               callback=lambda: {(peer,): float(depth) for peer, depth in

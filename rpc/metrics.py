@@ -14,8 +14,10 @@ Rules it keeps:
   /metrics into a memory leak; exceeding it is an assertion (our bug).
 - Declaring the same name again with the same shape returns the existing
   metric (so two shells can share a registry); a different shape is an error.
-- Gauges may be backed by a callback read at render time, for values another
-  component owns (height, view, peers) so nothing has to push them.
+- Counters and gauges may be backed by a callback read at render time, for
+  values another component owns (height, view, a replica's running counts)
+  so nothing has to push them; a count is still typed `counter`, so
+  Prometheus's `rate()` handles a restart's reset.
 """
 
 from __future__ import annotations
@@ -107,53 +109,23 @@ class _Metric:
         raise NotImplementedError
 
 
-class Counter(_Metric):
-    """Monotonic total; name it `..._total` by convention."""
-
-    kind = "counter"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._values: dict[LabelKey, float] = {} if self.labelnames else {(): 0.0}
-
-    def inc(self, amount: float = 1.0, /, **labels: str) -> None:
-        assert amount >= 0, "counters only go up"
-        key = self._key(labels)
-        self._admit(self._values, key)
-        self._values[key] = self._values.get(key, 0.0) + amount
-
-    def value(self, **labels: str) -> float:
-        return self._values.get(self._key(labels), 0.0)
-
-    def samples(self) -> list[str]:
-        return [f"{self.name}{_label_text(self.labelnames, k)} {_format_value(v)}"
-                for k, v in sorted(self._values.items())]
+Callback = Callable[[], float | Mapping[LabelKey, float]]
 
 
-GaugeCallback = Callable[[], float | Mapping[LabelKey, float]]
+class _Valued(_Metric):
+    """One number per label combination: kept here, or read from ``callback``
+    at render for values another component owns (a replica's counts, the
+    chain's height), so nothing has to push them."""
 
-
-class Gauge(_Metric):
-    """A value that goes up and down: set directly, or read from `callback` at render."""
-
-    kind = "gauge"
-
-    def __init__(self, *args: Any, callback: GaugeCallback | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, callback: Callback | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.callback = callback
         self._values: dict[LabelKey, float] = {} if self.labelnames else {(): 0.0}
 
-    def set(self, value: float, /, **labels: str) -> None:
+    def _store(self, key: LabelKey, value: float) -> None:
         assert self.callback is None, f"{self.name} is read from its callback"
-        key = self._key(labels)
         self._admit(self._values, key)
-        self._values[key] = float(value)
-
-    def inc(self, amount: float = 1.0, /, **labels: str) -> None:
-        self.set(self._values.get(self._key(labels), 0.0) + amount, **labels)
-
-    def dec(self, amount: float = 1.0, /, **labels: str) -> None:
-        self.inc(-amount, **labels)
+        self._values[key] = value
 
     def value(self, **labels: str) -> float:
         return self._current().get(self._key(labels), 0.0)
@@ -174,6 +146,33 @@ class Gauge(_Metric):
     def samples(self) -> list[str]:
         return [f"{self.name}{_label_text(self.labelnames, k)} {_format_value(float(v))}"
                 for k, v in sorted(self._current().items())]
+
+
+class Counter(_Valued):
+    """Monotonic total; name it `..._total` by convention.  A callback must
+    return a count that only goes up (a component's running total)."""
+
+    kind = "counter"
+
+    def inc(self, amount: float = 1.0, /, **labels: str) -> None:
+        assert amount >= 0, "counters only go up"
+        key = self._key(labels)
+        self._store(key, self._values.get(key, 0.0) + amount)
+
+
+class Gauge(_Valued):
+    """A value that goes up and down: set directly, or read from `callback` at render."""
+
+    kind = "gauge"
+
+    def set(self, value: float, /, **labels: str) -> None:
+        self._store(self._key(labels), float(value))
+
+    def inc(self, amount: float = 1.0, /, **labels: str) -> None:
+        self.set(self._values.get(self._key(labels), 0.0) + amount, **labels)
+
+    def dec(self, amount: float = 1.0, /, **labels: str) -> None:
+        self.inc(-amount, **labels)
 
 
 class Histogram(_Metric):
@@ -223,6 +222,7 @@ class Histogram(_Metric):
 
 
 _M = TypeVar("_M", bound=_Metric)
+_V = TypeVar("_V", bound=_Valued)
 
 
 class Registry:
@@ -232,15 +232,19 @@ class Registry:
         self._metrics: dict[str, _Metric] = {}
         self._sample_names: set[str] = set()
 
-    def counter(self, name: str, help_text: str, labelnames: Iterable[str] = ()) -> Counter:
-        return self._add(Counter(name, help_text, labelnames))
+    def counter(self, name: str, help_text: str, labelnames: Iterable[str] = (), *,
+                callback: Callback | None = None) -> Counter:
+        return self._add_valued(Counter(name, help_text, labelnames, callback=callback))
 
     def gauge(self, name: str, help_text: str, labelnames: Iterable[str] = (), *,
-              callback: GaugeCallback | None = None) -> Gauge:
-        gauge = self._add(Gauge(name, help_text, labelnames, callback=callback))
-        if gauge.callback is not callback:
-            raise ValueError(f"{name}: already registered with another callback")
-        return gauge
+              callback: Callback | None = None) -> Gauge:
+        return self._add_valued(Gauge(name, help_text, labelnames, callback=callback))
+
+    def _add_valued(self, metric: _V) -> _V:
+        added = self._add(metric)
+        if added.callback is not metric.callback:
+            raise ValueError(f"{metric.name}: already registered with another callback")
+        return added
 
     def histogram(self, name: str, help_text: str, labelnames: Iterable[str] = (), *,
                   buckets: Sequence[float] = DEFAULT_BUCKETS) -> Histogram:

@@ -147,8 +147,8 @@ class _RpcApp:
         # serve_rpc gives the HTTP server this cap, so it never buffers a larger message
         self.message_bytes_max = self.ws.frame_bytes_max
         if rate_limiter is not None:
-            metrics.gauge("pbftd_rpc_rate_limited_total", "calls refused by rate limits",
-                          callback=lambda: rate_limiter.refused)
+            metrics.counter("pbftd_rpc_rate_limited_total", "calls refused by rate limits",
+                            callback=lambda: rate_limiter.refused)
         self.http_requests = metrics.counter(
             "pbftd_rpc_http_requests_total", "HTTP requests by route and status",
             ("route", "status"))

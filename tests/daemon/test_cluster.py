@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from p2p import Mesh, MeshConfig, PeerInfo
 from rpc.client import RpcCallError, RpcClient
+from tests.rpc.test_metrics import parse as parse_metrics
 
 from .harness import (
     PYTHON,
@@ -411,6 +412,9 @@ def test_metrics_show_resident_memory_and_rocksdb_memory_by_kind(cluster: Cluste
     cluster.attest(court)
     with urllib.request.urlopen(cluster.court(court).rpc_url + "metrics", timeout=10) as resp:
         text = resp.read().decode()
+    families = parse_metrics(text)  # every line valid; every ..._total a counter
+    assert families["pbftd_transactions_total"][0][2] >= 1
+    assert "pbftd_votes_not_needed_total" in families
     values = {line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
               for line in text.splitlines() if line and not line.startswith("#")}
     assert values["pbftd_process_resident_bytes"] > 10 * 2**20

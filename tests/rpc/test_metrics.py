@@ -27,6 +27,9 @@ def parse(text: str) -> dict[str, list[tuple[str, str, float]]]:
             continue
         if m := TYPE_LINE.fullmatch(line):
             assert m.group(1) not in types, "one TYPE line per family"
+            # a running count is a counter (rate() then sees a restart's
+            # reset); Prometheus and OpenMetrics name counters ..._total
+            assert not m.group(1).endswith("_total") or m.group(2) == "counter", line
             types[m.group(1)] = m.group(2)
             families[m.group(1)] = []
             continue
@@ -65,6 +68,31 @@ def test_counter_gauge_histogram_render_and_parse() -> None:
         ("pbftd_call_seconds_sum", '{method="m"}', 5.55),
         ("pbftd_call_seconds_count", '{method="m"}', 3.0),
     ]
+
+
+def test_a_counter_read_from_a_callback_is_typed_counter_and_refuses_inc() -> None:
+    r = Registry()
+    seen = {"n": 3}
+    c = r.counter("pbftd_things_total", "things", callback=lambda: seen["n"])
+    r.counter("pbftd_by_peer_total", "by peer", ("peer",),
+              callback=lambda: {("a",): 1, ("b",): 2})
+    seen["n"] = 5
+    text = r.render()
+    assert "# TYPE pbftd_things_total counter" in text
+    assert parse(text)["pbftd_things_total"] == [("pbftd_things_total", "", 5.0)]
+    assert [v for _, _, v in parse(text)["pbftd_by_peer_total"]] == [1.0, 2.0]
+    assert c.value() == 5
+    with pytest.raises(AssertionError, match="read from its callback"):
+        c.inc()
+    with pytest.raises(ValueError, match="another callback"):
+        r.counter("pbftd_things_total", "things", callback=lambda: 0)
+
+
+def test_a_total_typed_gauge_does_not_parse() -> None:
+    r = Registry()
+    r.gauge("pbftd_wrong_total", "a count exported as a gauge", callback=lambda: 1)
+    with pytest.raises(AssertionError, match="pbftd_wrong_total gauge"):
+        parse(r.render())
 
 
 def test_unlabelled_counter_starts_at_zero_and_labelled_one_has_no_samples() -> None:
