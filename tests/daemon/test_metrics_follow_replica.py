@@ -9,6 +9,7 @@ replica's counts stood still for the life of the process.
 from collections import Counter
 from types import SimpleNamespace
 
+from pbftd.daemon import Node
 from pbftd.rpcservice import _metrics
 from tests.rpc.test_metrics import parse
 
@@ -19,20 +20,16 @@ def _replica(view: int, votes_not_needed: int) -> SimpleNamespace:
                                          view_changes_started=view, rejected_bad_sig=1))
 
 
-class _Node:
-    """The parts of pbftd.daemon.Node that _metrics reads, replica included
-    as the same property: whatever the runtime holds now."""
-
-    def __init__(self) -> None:
-        self.runtime = SimpleNamespace(
-            replica=_replica(0, 7), stats=Counter(txs=5),
-            mesh=SimpleNamespace(connected_peers=lambda: ["a"], stats={}))
-        self.chain = SimpleNamespace(tip=lambda: SimpleNamespace(height=12))
-        self.store = SimpleNamespace(memory_bytes=lambda: {"memtables": 1})
-
-    @property
-    def replica(self) -> SimpleNamespace:
-        return self.runtime.replica
+def _node() -> Node:
+    """A real Node (so ``node.replica`` is its own property) holding only
+    what _metrics reads."""
+    node = Node.__new__(Node)
+    node.runtime = SimpleNamespace(  # type: ignore[assignment]
+        replica=_replica(0, 7), stats=Counter(txs=5),
+        mesh=SimpleNamespace(connected_peers=lambda: ["a"], stats={}))
+    node.chain = SimpleNamespace(tip=lambda: SimpleNamespace(height=12))  # type: ignore[assignment]
+    node.store = SimpleNamespace(memory_bytes=lambda: {"memtables": 1})  # type: ignore[assignment]
+    return node
 
 
 def _values(text: str) -> dict[str, float]:
@@ -41,8 +38,8 @@ def _values(text: str) -> dict[str, float]:
 
 
 def test_metrics_follow_a_rebuilt_replica_and_type_counts_as_counters() -> None:
-    node = _Node()
-    registry = _metrics(node)  # type: ignore[arg-type]
+    node = _node()
+    registry = _metrics(node)
     before = _values(registry.render())
     assert before["pbftd_view"] == 0 and before["pbftd_votes_not_needed_total"] == 7
 
