@@ -226,6 +226,9 @@ async def _bench(opts: BenchOptions, targets: list[Target], cluster: LocalCluste
             marks["end"] = (_samples(targets), _self_cpu(), time.time())
         nursery.cancel_scope.cancel()
     progress.finish()
+    if "heights_start" in marks and "heights_end" not in marks:
+        # blocks up to where the load stopped, as the CPU and RSS samples are
+        marks["heights_end"] = await _heights(targets)
 
     after = await _statuses(targets)
     vc_after = await _view_changes(targets)
