@@ -76,7 +76,12 @@ def test_idle_links_stay_up_on_heartbeats() -> None:
                 stats = mesh.stats
                 assert stats["links_dead"] == 0
                 assert stats["messages_sent"] >= 5  # PINGs kept the link alive
-                assert stats["links_established"] == 1
+                # No link was made again while idle. Both sides may dial at
+                # start; the duplicate is then retired (and counted), which
+                # once made this 2 in CI with no link ever lost.
+                assert 1 <= stats["links_established"] <= 1 + stats["links_duplicate_closed"]
+                assert stats["links_duplicate_closed"] <= 1
+            assert all(len(mesh.connected_peers()) == 1 for mesh in meshes.values())
             nursery.cancel_scope.cancel()
 
     run(body)
