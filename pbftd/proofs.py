@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .chainstore import ChainStore, stored_txs
+from .chainstore import ChainStore, TxIndexError
 from .core import codec
 from .core.chain import BlockHeader
 from .core.merkle import merkle_path, merkle_root
@@ -27,8 +27,8 @@ HEADER_NAMES = ("chain_id", "height", "prev_hash", "time_ms", "batch_time_ms", "
                 "tx_count", "state_root", "proposer", "view")
 
 
-class ProofBuildError(RuntimeError):
-    """The store does not hold a consistent block for a transaction it indexes."""
+# The store does not hold a consistent block for a transaction it indexes.
+ProofBuildError = TxIndexError
 
 
 def header_json(header: BlockHeader) -> dict[str, Any]:
@@ -46,11 +46,6 @@ def cert_json(envelopes: list[list[bytes]]) -> dict[str, Any]:
         head = {"view": body["v"], "seq": body["n"], "digest": body["d"].hex()}
         sigs.append({"validator": sender, "signed_hex": signed.hex(), "sig_hex": sig.hex()})
     return {**head, "signatures": sigs}
-
-
-def _block_txs(batch_wire: dict[str, Any]) -> list[bytes]:
-    """The block's transaction bytes in order, as Batch.txs() makes them."""
-    return [tx.encode() for tx in stored_txs(batch_wire)]
 
 
 def header_entry(chain: ChainStore, height: int) -> dict[str, Any] | None:
@@ -95,25 +90,21 @@ def build_proof(chain: ChainStore, genesis: Any, tx_id: bytes) -> dict[str, Any]
     that signed (the proof carries it so a reader sees which keys to trust;
     the verifier compares it with its own copy).
     """
-    found = chain.store.get_tx(tx_id)
+    found = chain.find_tx(tx_id)
     if found is None:
         return None
-    height, index, tx_bytes = found
-    record = chain.block_record(height)
-    if record is None:
-        raise ProofBuildError(f"tx {tx_id.hex()} indexed at height {height}, no such block")
-    header = BlockHeader(*record["header"])
-    leaves = _block_txs(record["batch"])
-    if (not 0 <= index < len(leaves) or leaves[index] != tx_bytes
-            or merkle_root(leaves) != header.tx_root or len(leaves) != header.tx_count):
-        raise ProofBuildError(f"block {height} does not hold tx {tx_id.hex()} at {index}")
-    origin, sid, client, rid, payload = codec.decode(tx_bytes, size_max=SIZE_MAX)
+    height, index = found.height, found.index
+    header = BlockHeader(*found.record["header"])
+    leaves = [tx.encode() for tx in found.txs]
+    if merkle_root(leaves) != header.tx_root or len(leaves) != header.tx_count:
+        raise ProofBuildError(f"block {height}'s transactions do not match its header")
+    tx, tx_bytes = found.txs[index], leaves[index]
     return {
         "version": PROOF_VERSION,
         "chain_id": genesis.chain_id,
         "genesis_hash": genesis.genesis_hash().hex(),
-        "tx": {"origin": origin, "submission": sid, "client": client, "request_id": rid,
-               "payload_hex": payload.hex(), "tx_hex": tx_bytes.hex()},
+        "tx": {"origin": tx.origin, "submission": tx.sid, "client": tx.client,
+               "request_id": tx.rid, "payload_hex": tx.payload.hex(), "tx_hex": tx_bytes.hex()},
         "tx_id": tx_id.hex(),
         "merkle": {"index": index, "size": len(leaves),
                    "path": [p.hex() for p in merkle_path(leaves, index)]},

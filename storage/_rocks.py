@@ -14,7 +14,7 @@ from pathlib import Path
 from rocksdict import AccessType, BlockBasedIndexType, BlockBasedOptions, Cache, Options, Rdict
 
 from storage.errors import StoreFormatError, StoreFullError, StoreIOError, is_enospc
-from storage.keys import FORMAT_KEY, FORMAT_NAME, FORMAT_VERSION
+from storage.keys import FORMAT_KEY, FORMAT_NAME, FORMAT_VERSION, FORMAT_VERSIONS_READ
 
 __all__ = ["check_marker", "make_options", "open_rdict", "probe_format"]
 
@@ -104,10 +104,10 @@ def open_rdict(db_dir: Path, write_buffer_bytes: int) -> Rdict:
         raise StoreIOError(f"cannot open {db_dir}: {exc}") from exc
 
 
-def probe_format(db_dir: Path, write_buffer_bytes: int) -> bool:
-    """Check an existing directory without writing to it; return True if it holds our marker.
+def probe_format(db_dir: Path, write_buffer_bytes: int) -> int | None:
+    """Check an existing directory without writing to it; return its format version.
 
-    False means an existing but empty RocksDB without a marker (a first open
+    None means an existing but empty RocksDB without a marker (a first open
     that crashed before writing it), which is safe to initialise. Anything
     that is not ours raises StoreFormatError; opening read-only first means a
     foreign database is never modified by the attempt.
@@ -135,14 +135,14 @@ def probe_format(db_dir: Path, write_buffer_bytes: int) -> bool:
                     f"{db_dir} is a non-empty RocksDB database without a {FORMAT_NAME} "
                     "format marker; refusing to use it"
                 )
-            return False
-        check_marker(db_dir, marker)
-        return True
+            return None
+        return check_marker(db_dir, marker)
     finally:
         probe.close()
 
 
-def check_marker(db_dir: Path, marker: bytes) -> None:
+def check_marker(db_dir: Path, marker: bytes) -> int:
+    """The store's format version, if this build reads it."""
     try:
         decoded = json.loads(marker)
         name, version = decoded["format"], decoded["version"]
@@ -157,8 +157,9 @@ def check_marker(db_dir: Path, marker: bytes) -> None:
             f"{db_dir} is {FORMAT_NAME} version {version}, newer than this build "
             f"supports ({FORMAT_VERSION}); run a newer pbftd"
         )
-    if version < 1:
+    if version not in FORMAT_VERSIONS_READ:
         raise StoreFormatError(f"{db_dir} has invalid {FORMAT_NAME} version {version}")
+    return int(version)
 
 
 def _check_rocksdict_config(db_dir: Path) -> None:

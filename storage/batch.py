@@ -57,12 +57,16 @@ class Batch:
         block_hash: bytes,
         block_bytes: bytes,
         cert_bytes: bytes,
-        txs: Iterable[tuple[bytes, bytes]] = (),
+        tx_ids: Iterable[bytes] = (),
     ) -> None:
-        """Store a block, its commit certificate, its hash index and its transactions.
+        """Store a block, its commit certificate, its hash index and where
+        each of its transactions is.
 
-        Transaction indexes are positions in `txs`. Writing a height again
-        overwrites it: whether that is allowed is a consensus rule, not ours.
+        ``tx_ids`` are the block's transactions in order; each gets a record
+        of its height and position, not a copy of its bytes (the block holds
+        them: they would be about a third of what a block writes). Writing a
+        height again overwrites it: whether that is allowed is a consensus
+        rule, not ours.
         """
         self._check_open()
         height_raw = keys.encode_height(height)
@@ -75,10 +79,9 @@ class Batch:
         ]
         # A thousand transactions a block: the height is encoded once, and
         # each value is spliced as keys.encode_tx_value would make it.
-        tx_key, check_value = keys.tx_key, keys.check_value
-        for index, (tx_id, tx_bytes) in enumerate(txs):
-            check_value("tx", tx_bytes)
-            records.append((tx_key(tx_id), height_raw + keys.encode_tx_index(index) + tx_bytes))
+        tx_key, encode_tx_index = keys.tx_key, keys.encode_tx_index
+        for index, tx_id in enumerate(tx_ids):
+            records.append((tx_key(tx_id), height_raw + encode_tx_index(index)))
         for key, value in records:
             self._batch.put(key, value)
         if self._height_max is None or height > self._height_max:

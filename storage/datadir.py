@@ -85,15 +85,20 @@ def wipe(data_dir: Path) -> None:
 def _open_or_create(data_dir: Path, write_buffer_bytes: int) -> Rdict:
     shutil.rmtree(data_dir / _WIPE_DIR_NAME, ignore_errors=True)  # an interrupted wipe
     db_dir = data_dir / DB_DIR_NAME
-    marked = _check_existing(db_dir, write_buffer_bytes)
+    version = _check_existing(db_dir, write_buffer_bytes)
     db = open_rdict(db_dir, write_buffer_bytes)
-    if not marked:
-        _initialise(data_dir, db)
+    if version is None:
+        _write_marker(data_dir, db, "store_initialised")
+    elif version < keys.FORMAT_VERSION:
+        # This build reads the older format as it stands and writes the new
+        # one from now on; the marker makes an older build refuse the store.
+        _write_marker(data_dir, db, "store_format_upgraded", from_version=version)
     return db
 
 
-def _check_existing(db_dir: Path, write_buffer_bytes: int) -> bool:
-    """True if `db_dir` holds our marked database; False if it is absent or safe to create."""
+def _check_existing(db_dir: Path, write_buffer_bytes: int) -> int | None:
+    """The format version of our marked database in `db_dir`; None if it is
+    absent or safe to create."""
     names = [p.name for p in db_dir.iterdir()] if db_dir.exists() else []
     if "CURRENT" in names:
         return probe_format(db_dir, write_buffer_bytes)
@@ -102,10 +107,10 @@ def _check_existing(db_dir: Path, write_buffer_bytes: int) -> bool:
         raise StoreFormatError(
             f"{db_dir} is not empty but holds no RocksDB database (found {sorted(foreign)[:5]})"
         )
-    return False
+    return None
 
 
-def _initialise(data_dir: Path, db: Rdict) -> None:
+def _write_marker(data_dir: Path, db: Rdict, event: str, **fields: int) -> None:
     options = WriteOptions()
     options.sync = True
     try:
@@ -115,9 +120,9 @@ def _initialise(data_dir: Path, db: Rdict) -> None:
         with contextlib.suppress(Exception):
             db.close()
         if is_enospc(exc):
-            raise StoreFullError(f"cannot initialise {data_dir}: {exc}") from exc
-        raise StoreIOError(f"cannot initialise {data_dir}: {exc}") from exc
-    log.info("store_initialised", data_dir=str(data_dir))
+            raise StoreFullError(f"cannot write the format marker in {data_dir}: {exc}") from exc
+        raise StoreIOError(f"cannot write the format marker in {data_dir}: {exc}") from exc
+    log.info(event, data_dir=str(data_dir), version=keys.FORMAT_VERSION, **fields)
 
 
 def _fsync_dir(path: Path) -> None:

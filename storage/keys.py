@@ -26,6 +26,7 @@ __all__ = [
     "FORMAT_KEY",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "FORMAT_VERSIONS_READ",
     "HASH_LENGTH",
     "HEIGHT_MAX",
     "NAME_LENGTH_MAX",
@@ -60,13 +61,18 @@ PREFIX_CERT = b"c/"  # height -> commit certificate bytes
 PREFIX_HASH = b"h/"  # 32-byte block hash -> height
 PREFIX_CONSENSUS = b"m/"  # name -> consensus state bytes (e.g. "replica")
 PREFIX_STATE = b"s/"  # application key -> value
-PREFIX_TX = b"t/"  # tx id -> height, index, tx bytes
+PREFIX_TX = b"t/"  # tx id -> height, index (format 1 also held the tx bytes)
 PREFIX_VERSION = b"v/"  # store format marker, kept apart from caller keyspaces
 PREFIX_META = b"x/"  # name -> metadata bytes
 
 FORMAT_KEY = PREFIX_VERSION + b"format"
 FORMAT_NAME = "pbftd-store"
-FORMAT_VERSION = 1
+# 2: a ``t/`` record no longer repeats the transaction's bytes (the block
+# holds them).  This build reads format 1 stores too (a format 1 ``t/``
+# record is the same header followed by the bytes, which are ignored) and
+# marks them 2 on open, so an older build refuses them from then on.
+FORMAT_VERSION = 2
+FORMAT_VERSIONS_READ = (1, 2)
 
 HEIGHT_MAX = 2**64 - 1
 HASH_LENGTH = 32
@@ -126,9 +132,8 @@ def meta_key(name: str) -> bytes:
     return PREFIX_META + _encode_name(name)
 
 
-def encode_tx_value(height: int, index: int, tx_bytes: bytes) -> bytes:
-    check_value("tx", tx_bytes)
-    return encode_height(height) + encode_tx_index(index) + tx_bytes
+def encode_tx_value(height: int, index: int) -> bytes:
+    return encode_height(height) + encode_tx_index(index)
 
 
 def encode_tx_index(index: int) -> bytes:
@@ -137,10 +142,11 @@ def encode_tx_index(index: int) -> bytes:
     return index.to_bytes(4, "big")
 
 
-def decode_tx_value(raw: bytes) -> tuple[int, int, bytes]:
+def decode_tx_value(raw: bytes) -> tuple[int, int]:
+    """(height, index); a format 1 record's trailing tx bytes are ignored."""
     assert len(raw) >= _TX_HEADER.size, "stored tx record is shorter than its header"
     height, index = _TX_HEADER.unpack_from(raw)
-    return height, index, raw[_TX_HEADER.size :]
+    return height, index
 
 
 def prefix_end(prefix: bytes) -> bytes | None:

@@ -182,8 +182,8 @@ class NodeStore:
         raw = self._require_db().get(keys.hash_key(block_hash))
         return None if raw is None else keys.decode_height(raw)
 
-    def get_tx(self, tx_id: bytes) -> tuple[int, int, bytes] | None:
-        """(height, index within the block, tx bytes) or None."""
+    def get_tx(self, tx_id: bytes) -> tuple[int, int] | None:
+        """(height, index within the block) or None; the bytes are the block's."""
         raw = self._require_db().get(keys.tx_key(tx_id))
         return None if raw is None else keys.decode_tx_value(raw)
 

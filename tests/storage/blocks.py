@@ -20,7 +20,6 @@ def cert_bytes(height: int) -> bytes:
     return b"cert-%d" % height
 
 
-def tx_list(height: int, count: int) -> list[tuple[bytes, bytes]]:
-    return [
-        (b"tx-%d-%d" % (height, index), b"body-%d-%d" % (height, index)) for index in range(count)
-    ]
+def tx_list(height: int, count: int) -> list[bytes]:
+    """Transaction ids of a test block."""
+    return [b"tx-%d-%d" % (height, index) for index in range(count)]

@@ -10,7 +10,7 @@ from rocksdict import Options, Rdict
 
 from storage import NodeStore, StoreFormatError
 from storage.keys import FORMAT_KEY
-from tests.storage.conftest import reopen
+from tests.storage.conftest import block_hash, reopen
 
 
 def _raw_db(db_dir: Path, items: dict[bytes, bytes]) -> None:
@@ -33,15 +33,41 @@ def _raw_items(db_dir: Path) -> dict[bytes, bytes]:
 def test_empty_directory_is_initialised_with_the_marker(data_dir: Path) -> None:
     reopen(data_dir).close()
     marker = json.loads(_raw_items(data_dir / "db")[FORMAT_KEY])
-    assert marker == {"format": "pbftd-store", "version": 1}
+    assert marker == {"format": "pbftd-store", "version": 2}
     reopen(data_dir).close()  # and our own marker is accepted
 
 
 def test_newer_version_is_refused(data_dir: Path) -> None:
-    marker = json.dumps({"format": "pbftd-store", "version": 2}).encode()
+    marker = json.dumps({"format": "pbftd-store", "version": 3}).encode()
     _raw_db(data_dir / "db", {FORMAT_KEY: marker, b"b/\x00": b"future"})
-    with pytest.raises(StoreFormatError, match="version 2, newer than this build"):
+    with pytest.raises(StoreFormatError, match="version 3, newer than this build"):
         reopen(data_dir)
+    assert json.loads(_raw_items(data_dir / "db")[FORMAT_KEY])["version"] == 3
+
+
+def test_version_0_is_refused(data_dir: Path) -> None:
+    marker = json.dumps({"format": "pbftd-store", "version": 0}).encode()
+    _raw_db(data_dir / "db", {FORMAT_KEY: marker})
+    with pytest.raises(StoreFormatError, match="invalid pbftd-store version 0"):
+        reopen(data_dir)
+
+
+def test_format_1_store_is_read_and_marked_2(data_dir: Path) -> None:
+    """Format 1 repeated each transaction's bytes after its (height, index);
+    this build reads such records as they stand, and marks the store 2 so
+    that a format-1 build, which would look for those bytes in the records
+    written from now on, refuses it."""
+    marker = json.dumps({"format": "pbftd-store", "version": 1}).encode()
+    tx_record = (7).to_bytes(8, "big") + (2).to_bytes(4, "big") + b"the tx bytes"
+    _raw_db(data_dir / "db", {FORMAT_KEY: marker, b"t/tx-old": tx_record})
+    with reopen(data_dir) as store:
+        assert store.get_tx(b"tx-old") == (7, 2)
+        with store.batch() as b:
+            b.put_block(8, block_hash(8), b"block-8", b"cert-8", tx_ids=[b"tx-new"])
+        assert store.get_tx(b"tx-new") == (8, 0)
+    items = _raw_items(data_dir / "db")
+    assert json.loads(items[FORMAT_KEY]) == {"format": "pbftd-store", "version": 2}
+    assert items[b"t/tx-new"] == (8).to_bytes(8, "big") + (0).to_bytes(4, "big")
 
 
 def test_foreign_format_string_is_refused(data_dir: Path) -> None:

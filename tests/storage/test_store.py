@@ -23,9 +23,9 @@ def test_empty_store_has_no_height(store: NodeStore) -> None:
 
 
 def test_every_keyspace_round_trips(store: NodeStore) -> None:
-    txs = [(b"tx-a", b"payload-a"), (b"tx-b", b""), (b"\x00" * 32, b"payload-c")]
     with store.batch() as b:
-        b.put_block(7, block_hash(7), b"block-7", b"cert-7", txs=txs)
+        b.put_block(7, block_hash(7), b"block-7", b"cert-7",
+                    tx_ids=[b"tx-a", b"tx-b", b"\x00" * 32])
         b.put_state(b"case/1", b"open")
         b.put_state(b"case/2", b"closed")
         b.put_meta("chain_id", b"court-chain")
@@ -34,9 +34,9 @@ def test_every_keyspace_round_trips(store: NodeStore) -> None:
     assert store.get_block(7) == b"block-7"
     assert store.get_cert(7) == b"cert-7"
     assert store.get_block_height_by_hash(block_hash(7)) == 7
-    assert store.get_tx(b"tx-a") == (7, 0, b"payload-a")
-    assert store.get_tx(b"tx-b") == (7, 1, b"")
-    assert store.get_tx(b"\x00" * 32) == (7, 2, b"payload-c")
+    assert store.get_tx(b"tx-a") == (7, 0)
+    assert store.get_tx(b"tx-b") == (7, 1)
+    assert store.get_tx(b"\x00" * 32) == (7, 2)
     assert store.get_tx(b"tx-missing") is None
     assert store.get_state(b"case/1") == b"open"
     assert store.get_meta("chain_id") == b"court-chain"
@@ -80,13 +80,13 @@ def test_iter_state_from_a_start_key_stays_within_the_prefix(store: NodeStore) -
 def test_iter_state_does_not_leak_into_next_keyspace(store: NodeStore) -> None:
     """``s/`` is followed by ``t/``; an empty prefix must stop at the boundary."""
     with store.batch() as b:
-        b.put_block(1, block_hash(1), b"blk", b"cert", txs=[(b"tx", b"body")])
+        b.put_block(1, block_hash(1), b"blk", b"cert", tx_ids=[b"tx"])
     assert list(store.iter_state()) == []
 
 
 def test_exception_inside_batch_writes_nothing(store: NodeStore) -> None:
     with pytest.raises(RuntimeError, match="boom"), store.batch() as b:
-        b.put_block(1, block_hash(1), b"blk", b"cert", txs=[(b"tx", b"body")])
+        b.put_block(1, block_hash(1), b"blk", b"cert", tx_ids=[b"tx"])
         b.put_state(b"k", b"v")
         b.put_meta("m", b"v")
         raise RuntimeError("boom")
@@ -104,7 +104,7 @@ def test_invalid_argument_adds_nothing_to_the_batch(store: NodeStore) -> None:
         with pytest.raises(ValueError, match="block hash"):
             b.put_block(1, b"short", b"blk", b"cert")
         with pytest.raises(ValueError, match="tx id"):
-            b.put_block(2, block_hash(2), b"blk", b"cert", txs=[(b"", b"x")])
+            b.put_block(2, block_hash(2), b"blk", b"cert", tx_ids=[b""])
         with pytest.raises(TypeError, match="bytes"):
             b.put_state(b"k", "not bytes")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="height"):
