@@ -48,7 +48,6 @@ from rpc.jsonrpc import Dispatcher, RpcContext
 
 from . import evidence
 from .chainstore import stored_txs
-from .core import codec
 from .core.chain import BlockHeader
 from .workflows import EVENT_TOPICS
 
@@ -112,10 +111,11 @@ class ChainEventSource:
                 continue
             tx_id = tx.tx_id
             # Indexed at this height iff executed here (a replayed request is not).
-            raw = get_state(evidence.INDEX_PREFIX + body["sha256"] + tx_id)
+            key = evidence.index_key(body["sha256"], tx_id)
+            raw = get_state(key)
             if raw is None:
                 continue
-            rec = codec.decode(raw, size_max=4096)
+            rec = evidence.decode_record(key, raw)
             if rec["height"] != height:
                 continue
             out.append(("attestations", {**rec, "tx_id": tx_id.hex(),
@@ -128,9 +128,8 @@ class ChainEventSource:
         stored = self.workflows.block_events(height)
         out: list[Event] = []
         for att in stored["attestations"]:
-            raw = self.chain.store.get_state(evidence.INDEX_PREFIX + bytes.fromhex(att["sha256"])
-                                             + bytes.fromhex(att["tx_id"]))
-            rec = codec.decode(raw, size_max=4096)
+            key = evidence.index_key(bytes.fromhex(att["sha256"]), bytes.fromhex(att["tx_id"]))
+            rec = evidence.decode_record(key, self.chain.store.get_state(key))
             out.append(("attestations", {**rec, "tx_id": att["tx_id"], "sha256": att["sha256"]}))
         out += [(event["topic"], event) for event in stored["events"]]
         return out

@@ -22,8 +22,8 @@ from typing import Any
 from .core import codec
 from .core.chain import BlockHeader, Tx
 
-__all__ = ["KINDS", "EvidenceError", "attest_payload", "index_block", "parse_payload",
-           "records_for"]
+__all__ = ["KINDS", "EvidenceError", "attest_payload", "decode_record", "encode_record",
+           "index_block", "index_key", "parse_payload", "records_for"]
 
 KINDS = ("judgment", "ruling", "mediation_agreement", "effectiveness_certificate", "efile_item",
          "delivery_receipt", "enforcement_notice", "enforcement_application",
@@ -133,31 +133,56 @@ _KIND_SET = frozenset(KINDS)
 
 
 def index_block(put_state: Any, header: BlockHeader, fresh: tuple[Tx, ...]) -> None:
-    """Called inside the block's write batch: index every new attestation.
-
-    The record is the canonical map {kind, court, title, tx_id, client,
-    height, case_no, time_ms, request_id} (see ``_record``)."""
+    """Called inside the block's write batch: index every new attestation."""
     for tx in fresh:
         body = parse_payload(tx.payload)
         if body is None:
             continue
-        value = codec.encode_ordered(_record(tx, header.height, header.time_ms, body))
-        put_state(INDEX_PREFIX + body["sha256"] + tx.tx_id, value)
+        put_state(index_key(body["sha256"], tx.tx_id),
+                  encode_record(kind=body["kind"], court=tx.origin, title=body.get("title"),
+                                client=tx.client, height=header.height, case_no=body["case_no"],
+                                time_ms=header.time_ms, request_id=tx.rid))
 
 
-def _record(tx: Tx, height: int, time_ms: int, body: Mapping[str, Any]) -> dict[str, Any]:
-    """An index record as a value: what records_for returns (tx_id as bytes).
+def index_key(digest: bytes, tx_id: bytes) -> bytes:
+    """Records of one document hash are adjacent: ``evidence.verify`` is one scan."""
+    return INDEX_PREFIX + digest + tx_id
 
-    Keys in canonical order, for ``codec.encode_ordered``."""
-    return {"kind": body["kind"], "court": tx.origin, "title": body.get("title"),
-            "tx_id": tx.tx_id, "client": tx.client, "height": height,
-            "case_no": body["case_no"], "time_ms": time_ms, "request_id": tx.rid}
+
+# An index record (store format 2, storage/keys.py) is these fields as a CBOR
+# array.  The tx id is the key's tail and the field names are implied, which
+# halves the record (format 1 was a map of them with the tx id: 193 bytes an
+# attestation against about 100).  Not covered by any root: it is this node's
+# index, rebuilt from blocks on a replica that fetches them.
+RECORD_FIELDS = ("kind", "court", "title", "client", "height", "case_no", "time_ms", "request_id")
+
+
+def encode_record(*, kind: str, court: str, title: str | None, client: str, height: int,
+                  case_no: str, time_ms: int, request_id: str) -> bytes:
+    return codec.encode([kind, court, title, client, height, case_no, time_ms, request_id])
+
+
+def decode_record(key: bytes, raw: bytes) -> dict[str, Any]:
+    """The record under ``key`` (an ``index_key``) as records_for returns it,
+    with the tx id as bytes; format 1's map is read as well."""
+    rec = codec.decode(raw, size_max=RECORD_BYTES_MAX)
+    if type(rec) is dict:
+        return rec
+    if type(rec) is not list or len(rec) != len(RECORD_FIELDS):
+        raise ValueError(f"evidence index record {key.hex()} is damaged: {rec!r:.80}")
+    kind, court, title, client, height, case_no, time_ms, request_id = rec
+    return {"kind": kind, "court": court, "title": title, "tx_id": key[-_TX_ID_BYTES:],
+            "client": client, "height": height, "case_no": case_no, "time_ms": time_ms,
+            "request_id": request_id}
+
+
+_TX_ID_BYTES = 32
 
 
 def records_for(iter_state: Any, digest: bytes) -> list[dict[str, Any]]:
     out = []
-    for _key, raw in iter_state(INDEX_PREFIX + digest):
-        rec = codec.decode(raw, size_max=RECORD_BYTES_MAX)
+    for key, raw in iter_state(INDEX_PREFIX + digest):
+        rec = decode_record(key, raw)
         rec["tx_id"] = rec["tx_id"].hex()
         out.append(rec)
     return sorted(out, key=lambda r: (r["height"], r["tx_id"]))

@@ -109,12 +109,11 @@ class WorkflowBlock:
         rids = {tx.tx_id.hex(): tx for tx in fresh}
         for att in out.attestations:
             tx = rids[att["tx_id"]]
-            record = {"tx_id": tx.tx_id, "height": self.height, "court": att["court"],
-                      "client": tx.client, "request_id": tx.rid, "kind": att["kind"],
-                      "case_no": att["case_no"], "title": att.get("title"),
-                      "time_ms": self.time_ms}
-            batch.put_state(evidence.INDEX_PREFIX + bytes.fromhex(att["sha256"]) + tx.tx_id,
-                            codec.encode(record))
+            batch.put_state(evidence.index_key(bytes.fromhex(att["sha256"]), tx.tx_id),
+                            evidence.encode_record(
+                                kind=att["kind"], court=att["court"], title=att.get("title"),
+                                client=tx.client, height=self.height, case_no=att["case_no"],
+                                time_ms=self.time_ms, request_id=tx.rid))
         for tx_id, result in out.results:
             batch.put_state(RESULTS_PREFIX + tx_id,
                             codec.encode({**result, "height": self.height}))

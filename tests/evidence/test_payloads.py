@@ -53,6 +53,15 @@ def _index(txs: list[Tx], header: BlockHeader) -> dict[bytes, bytes]:
 
 
 def _record_bytes(tx: Tx, header: BlockHeader) -> bytes:
+    """Store format 2: the fields as a canonical CBOR array, the tx id only in the key."""
+    body = evidence.parse_payload(tx.payload)
+    assert body is not None
+    return cbor2.dumps([body["kind"], tx.origin, body.get("title"), tx.client, header.height,
+                        body["case_no"], header.time_ms, tx.rid], canonical=True)
+
+
+def _format_1_record_bytes(tx: Tx, header: BlockHeader) -> bytes:
+    """Store format 1: a canonical map of the fields and the tx id."""
     body = evidence.parse_payload(tx.payload)
     assert body is not None
     return cbor2.dumps({"tx_id": tx.tx_id, "height": header.height, "court": tx.origin,
@@ -126,7 +135,7 @@ def test_a_payload_over_4096_bytes_or_a_long_case_number_is_not_an_attestation(
 @SETTINGS
 @given(st.lists(st.tuples(payloads, texts, texts), min_size=1, max_size=8),
        st.integers(1, 2**40), st.integers(0, codec.INT_MAX))
-def test_index_records_are_the_canonical_record_maps(items: list[tuple[bytes, str, str]],
+def test_index_records_are_the_canonical_record_arrays(items: list[tuple[bytes, str, str]],
                                                      height: int, time_ms: int) -> None:
     txs = [Tx(f"court-{i}", i + 1, client, rid, payload)
            for i, (payload, client, rid) in enumerate(items)]
@@ -149,9 +158,40 @@ def test_records_for_reads_what_index_block_wrote() -> None:
         return sorted((k, v) for k, v in stored.items() if k.startswith(prefix))
 
     records = evidence.records_for(iter_state, sha)
-    assert sorted(r["court"] for r in records) == ["bj-high", "spc"]
-    assert {(r["kind"], r["case_no"], r["title"], r["height"]) for r in records} == {
-        ("ruling", "(2024)京01民终1号", "判决书", 9)}
+    assert records == sorted(
+        ({"kind": "ruling", "court": tx.origin, "title": "判决书", "tx_id": tx.tx_id.hex(),
+          "client": "clerk", "height": 9, "case_no": "(2024)京01民终1号",
+          "time_ms": _header(9).time_ms, "request_id": tx.rid} for tx in txs[:2]),
+        key=lambda r: r["tx_id"])
+    fields = evidence.RECORD_FIELDS
+    assert [list(r) for r in records] == [[*fields[:3], "tx_id", *fields[3:]]] * 2
+
+
+def test_records_for_reads_format_1_records_as_format_2_ones() -> None:
+    """A store upgraded from format 1 holds both shapes; callers see one."""
+    sha = bytes(range(32))
+    payload = evidence.attest_payload(sha.hex(), "judgment", "(2023)吉01执5号", None)
+    old, new = Tx("spc", 1, "clerk", "r1", payload), Tx("jl-high", 2, "clerk", "r2", payload)
+    stored = {evidence.index_key(sha, old.tx_id): _format_1_record_bytes(old, _header(4)),
+              **_index([new], _header(5))}
+
+    def iter_state(prefix: bytes) -> list[tuple[bytes, bytes]]:
+        return sorted((k, v) for k, v in stored.items() if k.startswith(prefix))
+
+    old_rec, new_rec = evidence.records_for(iter_state, sha)
+    assert (old_rec["height"], old_rec["court"], old_rec["tx_id"]) == (4, "spc", old.tx_id.hex())
+    assert (new_rec["height"], new_rec["court"], new_rec["tx_id"]) == (5, "jl-high",
+                                                                        new.tx_id.hex())
+    assert {k: v for k, v in old_rec.items() if k not in ("height", "court", "tx_id",
+                                                          "request_id", "time_ms")} == \
+        {k: v for k, v in new_rec.items() if k not in ("height", "court", "tx_id",
+                                                       "request_id", "time_ms")}
+
+
+def test_a_damaged_index_record_is_an_error_not_a_wrong_answer() -> None:
+    key = evidence.index_key(bytes(32), bytes(range(32)))
+    with pytest.raises(ValueError, match="damaged"):
+        evidence.decode_record(key, cbor2.dumps(["judgment", "spc"]))
 
 
 @SETTINGS
