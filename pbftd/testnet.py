@@ -24,7 +24,8 @@ from pathlib import Path
 from config import Genesis, generate_key_file, generate_token, public_key_hex
 from config.secret_files import write_secret_file
 
-__all__ = ["CourtFiles", "free_base_port", "init_testnet", "testnet_courts", "up_testnet"]
+__all__ = ["CourtFiles", "free_base_port", "init_testnet", "spawn_daemon", "testnet_courts",
+           "up_testnet"]
 
 TIER_NAMES = [
     ("supreme", "spc", "最高人民法院"),
@@ -151,6 +152,22 @@ def testnet_courts(directory: Path) -> list[CourtFiles]:
                        f"http://{c['rpc_address']}/") for c in genesis["courts"]]
 
 
+def spawn_daemon(court: CourtFiles) -> subprocess.Popen[bytes]:
+    """Start one court's ``pbftd run``, its output appended to its pbftd.log.
+
+    The daemon runs in the court's folder, not in the caller's directory:
+    ``python -m`` puts the working directory first on the import path, so a
+    daemon started from a source checkout (or any directory that holds a
+    ``pbftd/``) would run that code and not the installed package, and an
+    A/B of two trees by PYTHONPATH would compare one tree with itself.
+    """
+    folder = court.folder.resolve()
+    with (folder / "pbftd.log").open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pbftd.cli", "run", "--config", str(court.config.resolve())],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=folder)
+
+
 def up_testnet(directory: Path, nodes: int, base_port: int, out=sys.stdout,
                observers: int = 0) -> int:
     """Start every court's daemon; stop them all on Ctrl-C or SIGTERM."""
@@ -161,10 +178,7 @@ def up_testnet(directory: Path, nodes: int, base_port: int, out=sys.stdout,
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for court in courts:
-            with open(court.folder / "pbftd.log", "ab") as log:
-                procs[court.court_id] = subprocess.Popen(
-                    [sys.executable, "-m", "pbftd.cli", "run", "--config", str(court.config)],
-                    stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            procs[court.court_id] = spawn_daemon(court)
             print(f"{court.court_id:<24} pid {procs[court.court_id].pid:<7} rpc {court.rpc_url}",
                   file=out)
         first = courts[0]

@@ -13,14 +13,13 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..testnet import free_base_port, init_testnet
+from ..testnet import free_base_port, init_testnet, spawn_daemon
 from .http import Connection, HttpError
 
 __all__ = ["LocalCluster", "ProcSample", "Target", "apply_settings", "free_base_port",
@@ -149,11 +148,7 @@ class LocalCluster:
         return self.targets
 
     def _spawn(self, court_id: str) -> subprocess.Popen[bytes]:
-        court = self._courts[court_id]
-        with (court.folder / "pbftd.log").open("ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "pbftd.cli", "run", "--config", str(court.config)],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        proc = spawn_daemon(self._courts[court_id])
         self.procs[court_id] = proc
         return proc
 
