@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .chainstore import ChainStore, TxIndexError
+from .chainstore import ChainStore, TxIndexError, stored_txs
 from .core import codec
 from .core.chain import BlockHeader
 from .core.merkle import merkle_path, merkle_root
@@ -95,10 +95,10 @@ def build_proof(chain: ChainStore, genesis: Any, tx_id: bytes) -> dict[str, Any]
         return None
     height, index = found.height, found.index
     header = BlockHeader(*found.record["header"])
-    leaves = [tx.encode() for tx in found.txs]
+    leaves = [tx.encode() for tx in stored_txs(found.record["batch"])]
     if merkle_root(leaves) != header.tx_root or len(leaves) != header.tx_count:
         raise ProofBuildError(f"block {height}'s transactions do not match its header")
-    tx, tx_bytes = found.txs[index], leaves[index]
+    tx, tx_bytes = found.tx, leaves[index]
     return {
         "version": PROOF_VERSION,
         "chain_id": genesis.chain_id,

@@ -87,7 +87,7 @@ def test_a_transaction_is_found_in_its_block_and_a_damaged_index_is_an_error(
                 assert found is not None and found.height == block.header.height
                 # a request repeated inside one submission is the same tx twice
                 # in the block: its record names one of the places
-                assert found.txs[found.index] == tx == block.txs[found.index]
+                assert found.tx == tx == block.txs[found.index]
                 assert chain.tx_json(tx.tx_id) == {
                     "tx_id": tx.tx_id.hex(), "status": "committed",
                     "height": block.header.height,
