@@ -68,9 +68,11 @@ PREFIX_META = b"x/"  # name -> metadata bytes
 FORMAT_KEY = PREFIX_VERSION + b"format"
 FORMAT_NAME = "pbftd-store"
 # 2: a ``t/`` record no longer repeats the transaction's bytes (the block
-# holds them).  This build reads format 1 stores too (a format 1 ``t/``
-# record is the same header followed by the bytes, which are ignored) and
-# marks them 2 on open, so an older build refuses them from then on.
+# holds them), and the evidence index record is an array without the tx id
+# (pbftd/evidence.py).  This build reads format 1 stores too (a format 1
+# ``t/`` record is the same header followed by the bytes, which are
+# ignored; evidence.decode_record reads both index shapes) and marks them 2
+# on open, so an older build refuses them from then on.
 FORMAT_VERSION = 2
 FORMAT_VERSIONS_READ = (1, 2)
 
