@@ -155,6 +155,7 @@ def index_key(digest: bytes, tx_id: bytes) -> bytes:
 # attestation against about 100).  Not covered by any root: it is this node's
 # index, rebuilt from blocks on a replica that fetches them.
 RECORD_FIELDS = ("kind", "court", "title", "client", "height", "case_no", "time_ms", "request_id")
+_TX_ID_BYTES = 32  # SHA-256
 
 
 def encode_record(*, kind: str, court: str, title: str | None, client: str, height: int,
@@ -174,9 +175,6 @@ def decode_record(key: bytes, raw: bytes) -> dict[str, Any]:
     return {"kind": kind, "court": court, "title": title, "tx_id": key[-_TX_ID_BYTES:],
             "client": client, "height": height, "case_no": case_no, "time_ms": time_ms,
             "request_id": request_id}
-
-
-_TX_ID_BYTES = 32
 
 
 def records_for(iter_state: Any, digest: bytes) -> list[dict[str, Any]]:
