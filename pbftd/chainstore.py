@@ -21,7 +21,7 @@ from .core.merkle import merkle_root
 from .core.messages import Batch, Commit, CommittedBlock, Wire
 
 __all__ = ["AppBlock", "Application", "ChainStore", "Indexer", "StoredTx", "TxIndexError",
-           "stored_txs"]
+           "cert_json", "header_json", "stored_txs"]
 
 # An application index maintained in the same write batch as the block:
 # (put_state, header, transactions executed now) -> None.
@@ -30,6 +30,8 @@ Indexer = Callable[[Callable[[bytes, bytes], None], BlockHeader, tuple[Tx, ...]]
 SIZE_MAX = 64 * 1024 * 1024
 REQUEST_PREFIX = b"req/"
 APP_ROOT_DOMAIN = "pbftd/app-root/1"
+HEADER_NAMES = ("chain_id", "height", "prev_hash", "time_ms", "batch_time_ms", "tx_root",
+                "tx_count", "state_root", "proposer", "view")
 
 
 class TxIndexError(RuntimeError):
@@ -208,14 +210,11 @@ class ChainStore:
         if record is None:
             return None
         header = BlockHeader(*record["header"])
-        names = ("chain_id", "height", "prev_hash", "time_ms", "batch_time_ms", "tx_root",
-                 "tx_count", "state_root", "proposer", "view")
         return {
-            "header": {k: (v.hex() if isinstance(v, bytes) else v)
-                       for k, v in zip(names, header.fields(), strict=True)},
+            "header": header_json(header),
             "block_hash": header.hash().hex(),
             "tx_ids": [tx.tx_id.hex() for tx in stored_txs(record["batch"])],
-            "commit_certificate": _cert_json(self.cert_envelopes(height)),
+            "commit_certificate": cert_json(self.cert_envelopes(height)),
         }
 
     def find_tx(self, tx_id: bytes) -> StoredTx | None:
@@ -285,10 +284,17 @@ def _stored_submissions(batch_wire: Mapping[str, Any]) -> Iterator[tuple[str, in
         yield origin, body["sid"], body["requests"]
 
 
-def _cert_json(envelopes: list[list[bytes]]) -> dict[str, Any]:
-    """The commit certificate: what each validator signed, verbatim, and its
-    signature; anyone with the validators' keys can check it (docs/PROOFS.md)."""
-    sigs, head = [], {}
+def header_json(header: BlockHeader) -> dict[str, Any]:
+    return {k: (v.hex() if isinstance(v, bytes) else v)
+            for k, v in zip(HEADER_NAMES, header.fields(), strict=True)}
+
+
+def cert_json(envelopes: list[list[bytes]]) -> dict[str, Any]:
+    """A stored commit certificate as JSON: each COMMIT's signed bytes, verbatim,
+    and its signature; (view, seq, digest) are read from the COMMITs. Anyone
+    with the validators' keys can check it (docs/PROOFS.md)."""
+    head: dict[str, Any] = {"view": 0, "seq": 0, "digest": ""}
+    sigs = []
     for signed, sig in envelopes:
         _domain, _chain, _type, sender, body = codec.decode(signed, size_max=SIZE_MAX)
         head = {"view": body["v"], "seq": body["n"], "digest": body["d"].hex()}

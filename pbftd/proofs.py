@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .chainstore import ChainStore, TxIndexError, stored_txs
+from .chainstore import ChainStore, TxIndexError, cert_json, header_json, stored_txs
 from .core import codec
 from .core.chain import BlockHeader
 from .core.merkle import merkle_path, merkle_root
@@ -23,29 +23,9 @@ __all__ = ["HEADERS_PER_CALL_MAX", "PROOF_VERSION", "ProofBuildError", "build_pr
 PROOF_VERSION = 1
 HEADERS_PER_CALL_MAX = 1_000
 SIZE_MAX = 64 * 1024 * 1024
-HEADER_NAMES = ("chain_id", "height", "prev_hash", "time_ms", "batch_time_ms", "tx_root",
-                "tx_count", "state_root", "proposer", "view")
-
 
 # The store does not hold a consistent block for a transaction it indexes.
 ProofBuildError = TxIndexError
-
-
-def header_json(header: BlockHeader) -> dict[str, Any]:
-    return {k: (v.hex() if isinstance(v, bytes) else v)
-            for k, v in zip(HEADER_NAMES, header.fields(), strict=True)}
-
-
-def cert_json(envelopes: list[list[bytes]]) -> dict[str, Any]:
-    """A stored commit certificate as JSON: each COMMIT's signed bytes, verbatim,
-    and its signature; (view, seq, digest) are read from the COMMITs."""
-    head: dict[str, Any] = {"view": 0, "seq": 0, "digest": ""}
-    sigs = []
-    for signed, sig in envelopes:
-        _domain, _chain, _type, sender, body = codec.decode(signed, size_max=SIZE_MAX)
-        head = {"view": body["v"], "seq": body["n"], "digest": body["d"].hex()}
-        sigs.append({"validator": sender, "signed_hex": signed.hex(), "sig_hex": sig.hex()})
-    return {**head, "signatures": sigs}
 
 
 def header_entry(chain: ChainStore, height: int) -> dict[str, Any] | None:
