@@ -317,11 +317,16 @@ def _per_block(targets: list[Target], nodes: list[dict[str, Any]], marks: dict[s
     blocks = spans[len(spans) // 2] if spans else None  # the median validator's
     cpus = [n["cpu_seconds"] for n in nodes if n["cpu_seconds"] is not None]
     cpu = sum(cpus) / len(cpus) if cpus else None
+    validators = sum(1 for t in targets if t.validator)
     return {
         "blocks": {"in_window": blocks,
                    "per_s": round(blocks / duration_s, 2) if blocks is not None else None,
                    "attestations_per_block":
-                       round(committed / blocks, 2) if blocks else None},
+                       round(committed / blocks, 2) if blocks else None,
+                   # a figure left out says why, or two runs compare wrongly
+                   "unmeasured": None if blocks is not None else
+                       f"none of the {validators} validators answered node.status at both "
+                       f"edges of the window"},
         "cpu_ms_per_node": {
             "per_attestation": round(cpu * 1000 / committed, 4) if cpu is not None
             and committed else None,

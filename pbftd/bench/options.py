@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from config.errors import ConfigError
-from config.settings import settings_from_dict
+from config.settings import Settings, settings_from_dict
 
 from ..evidence_batch import ITEMS_MAX
 from .http import split_url
@@ -84,7 +84,7 @@ class BenchOptions:
                 raise OptionError("--set is only for a local cluster")
             if self.mode == "catchup":
                 raise OptionError("--mode catchup needs a local cluster")
-        _check_settings(self.settings)
+        node_settings = _check_settings(self.settings)
         if not 1 <= self.count <= 100_000_000:
             raise OptionError("--count must be between 1 and 100000000")
         if self.clients is None:
@@ -110,6 +110,8 @@ class BenchOptions:
             raise OptionError("--title-chars must be between 0 and 200")
         if not self.call_timeout_s > 0:
             raise OptionError("--call-timeout must be positive")
+        if self.local:
+            _check_connections(self, node_settings.rpc.connections_per_address_max)
         return self
 
     def as_dict(self) -> dict[str, Any]:
@@ -125,7 +127,30 @@ class BenchOptions:
         return out
 
 
-def _check_settings(settings: list[str]) -> None:
+def connections_per_validator(opts: BenchOptions) -> int:
+    """Keep-alive connections the bench holds to one validator at once: its
+    share of the load clients (writes go to validators), of the readers
+    (mixed: every node), and the one it opens for node.status and /metrics."""
+    assert opts.clients is not None
+    writers = -(-opts.clients // opts.validators)
+    readers = -(-opts.clients // (opts.validators + opts.observers)) if opts.mode == "mixed" else 0
+    return writers + readers + 1
+
+
+def _check_connections(opts: BenchOptions, per_address_max: int) -> None:
+    """Refuse a local run whose connections a node would refuse.  Why: every
+    connection comes from 127.0.0.1, and the bench's own node.status call
+    at the window's edges was the one turned away (HTTP 503), so the run
+    lost its block count without a word (session 11, --clients 1024)."""
+    need = connections_per_validator(opts)
+    if need > per_address_max:
+        raise OptionError(
+            f"--clients {opts.clients} needs {need} connections to each validator (the bench's "
+            f"status calls included), but a node accepts {per_address_max} from one address: "
+            f"use fewer clients or --set rpc.connections_per_address_max={need}")
+
+
+def _check_settings(settings: list[str]) -> Settings:
     """Check every --set before a cluster starts, with config's own loader:
     the key must exist, the value must be TOML and what that key accepts.
     Why here: a bad value used to surface only as daemons exiting at start."""
@@ -149,6 +174,6 @@ def _check_settings(settings: list[str]) -> None:
             raise OptionError(f"--set {setting!r}: {section!r} is a key, not a section")
         table[key] = parsed["value"]
     try:
-        settings_from_dict(document, source="--set", base_dir=Path("/"))
+        return settings_from_dict(document, source="--set", base_dir=Path("/"))
     except ConfigError as exc:
         raise OptionError(str(exc)) from None

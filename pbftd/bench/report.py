@@ -67,6 +67,8 @@ def format_report(r: dict[str, Any]) -> list[str]:
         each = blocks["attestations_per_block"]
         lines.append(f"  blocks      {blocks['in_window']} in the window, {blocks['per_s']:.1f}/s"
                      + (f", {each:.1f} attestations each" if each is not None else ""))
+    elif blocks.get("unmeasured"):
+        lines.append(f"  blocks      not measured: {blocks['unmeasured']}")
     if cpu.get("per_attestation") is not None:
         lines.append(f"  cpu/node    {cpu['per_attestation']:.4f} ms per attestation"
                      + (f", {cpu['per_block']:.2f} ms per block" if cpu["per_block"] else "")

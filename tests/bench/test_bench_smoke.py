@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from pbftd.bench.nodes import apply_settings
+from pbftd.bench.options import BenchOptions, OptionError, connections_per_validator
+from pbftd.bench.report import format_report, latency_summary
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -61,6 +63,7 @@ def _check_common(report: dict, stdout: str) -> None:
     blocks, cpu = report["blocks"], report["cpu_ms_per_node"]
     assert 0 < blocks["in_window"] <= max(n["height_after"] for n in nodes)
     assert blocks["per_s"] > 0 and blocks["attestations_per_block"] > 0
+    assert blocks["unmeasured"] is None
     assert cpu["nodes"] == 4 and cpu["per_attestation"] > 0 and cpu["per_block"] > 0
     mean_cpu = sum(n["cpu_seconds"] for n in nodes) / 4
     assert abs(cpu["per_attestation"] - mean_cpu * 1000 / report["committed"]) < 1e-3
@@ -102,6 +105,43 @@ def test_catchup_smoke(tmp_path: Path) -> None:
     assert "caught up" in stdout
 
 
+def test_connections_fit_the_nodes_per_address_cap() -> None:
+    """Every bench connection to a local node comes from 127.0.0.1: load
+    clients (writes to validators only, reads to every node) plus one for
+    node.status.  A run the cap would cut short is refused up front; one
+    that fits exactly is allowed."""
+    def opts(**kw: object) -> BenchOptions:
+        return BenchOptions(**kw)  # type: ignore[arg-type]
+    assert connections_per_validator(opts(mode="open", clients=1020, rate=1.0).check()) == 256
+    assert connections_per_validator(opts(mode="open", clients=1021, rate=1.0)) == 257
+    with pytest.raises(OptionError, match="257 connections"):
+        opts(mode="open", clients=1021, rate=1.0).check()
+    mixed = opts(mode="mixed", clients=100, validators=4, observers=1).check()
+    assert connections_per_validator(mixed) == 25 + 20 + 1
+    # a raised cap lets the same run through
+    opts(mode="open", clients=1024, rate=1.0,
+         settings=["rpc.connections_per_address_max=257"]).check()
+    # remote targets: their cap is theirs to report (as errors), not checked here
+    opts(mode="open", clients=4096, rate=1.0, rpc=["http://127.0.0.1:1/"], tokens=["t"]).check()
+
+
+def test_report_says_why_blocks_are_missing() -> None:
+    """A figure the bench could not measure is named with the reason, never
+    silently left out (session 11: a run without its block count)."""
+    report = {
+        "config": {"local": True, "validators": 4, "observers": 0, "mode": "open",
+                   "clients": 256, "rate": 10.0, "duration_s": 3, "warmup_s": 1},
+        "committed": 30, "throughput_per_s": 10.0, "latency_ms": latency_summary([5.0]),
+        "latency_unit": "call", "calls": {"ok": 30, "failed": 0}, "errors": {},
+        "view_changes": {"total": 0}, "nodes": [], "cpu_ms_per_node": {},
+        "blocks": {"in_window": None, "per_s": None, "attestations_per_block": None,
+                   "unmeasured": "none of the 4 validators answered node.status at both "
+                                 "edges of the window"}}
+    lines = [line for line in format_report(report) if line.lstrip().startswith("blocks")]
+    assert lines == ["  blocks      not measured: none of the 4 validators answered node.status "
+                     "at both edges of the window"]
+
+
 def test_settings_land_in_the_nodes_config(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text('court_id = "x"\n\n[consensus]\nrequest_timeout_ms = 2000\n'
@@ -131,6 +171,10 @@ def test_settings_land_in_the_nodes_config(tmp_path: Path) -> None:
     (["--validators", "5"], "--validators must be 4, 7 or 10"),
     (["--duration", "-1"], "--duration must be positive"),
     (["--rpc", "http://127.0.0.1:1/"], "need --token"),
+    (["--mode", "open", "--rate", "10", "--clients", "1024"],
+     "needs 257 connections to each validator"),
+    (["--mode", "mixed", "--clients", "300", "--set", "rpc.connections_per_address_max=100"],
+     "use fewer clients or --set rpc.connections_per_address_max=151"),
 ])
 def test_bad_arguments_one_line(args: list[str], message: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "pbftd.cli", "bench", *args],
