@@ -45,13 +45,6 @@ def test_newer_version_is_refused(data_dir: Path) -> None:
     assert json.loads(_raw_items(data_dir / "db")[FORMAT_KEY])["version"] == 3
 
 
-def test_version_0_is_refused(data_dir: Path) -> None:
-    marker = json.dumps({"format": "pbftd-store", "version": 0}).encode()
-    _raw_db(data_dir / "db", {FORMAT_KEY: marker})
-    with pytest.raises(StoreFormatError, match="invalid pbftd-store version 0"):
-        reopen(data_dir)
-
-
 def test_format_1_store_is_read_and_marked_2(data_dir: Path) -> None:
     """Format 1 repeated each transaction's bytes after its (height, index);
     this build reads such records as they stand, and marks the store 2 so
@@ -70,16 +63,15 @@ def test_format_1_store_is_read_and_marked_2(data_dir: Path) -> None:
     assert items[b"t/tx-new"] == (8).to_bytes(8, "big") + (0).to_bytes(4, "big")
 
 
-def test_foreign_format_string_is_refused(data_dir: Path) -> None:
-    marker = json.dumps({"format": "other-chain", "version": 1}).encode()
+@pytest.mark.parametrize("marker, message", [
+    (json.dumps({"format": "pbftd-store", "version": 0}).encode(),
+     "invalid pbftd-store version 0"),
+    (json.dumps({"format": "other-chain", "version": 1}).encode(), "'other-chain'"),
+    (b"\x00garbage", "unreadable format marker"),
+], ids=["version-0", "foreign-format", "unreadable"])
+def test_bad_marker_is_refused(data_dir: Path, marker: bytes, message: str) -> None:
     _raw_db(data_dir / "db", {FORMAT_KEY: marker})
-    with pytest.raises(StoreFormatError, match="'other-chain'"):
-        reopen(data_dir)
-
-
-def test_unreadable_marker_is_refused(data_dir: Path) -> None:
-    _raw_db(data_dir / "db", {FORMAT_KEY: b"\x00garbage"})
-    with pytest.raises(StoreFormatError, match="unreadable format marker"):
+    with pytest.raises(StoreFormatError, match=message):
         reopen(data_dir)
 
 
