@@ -18,10 +18,10 @@ from .core import codec
 from .core.chain import BlockHeader, ChainTip, ExecutedBlock, RequestKey, Tx, execute_batch
 from .core.crypto import sha256
 from .core.merkle import merkle_root
-from .core.messages import Batch, Commit, CommittedBlock, Wire
+from .core.messages import Batch, Commit, CommittedBlock, Wire, encode_tx
 
 __all__ = ["AppBlock", "Application", "ChainStore", "Indexer", "StoredTx", "TxIndexError",
-           "cert_json", "header_json", "stored_txs"]
+           "cert_json", "header_json", "stored_leaves", "stored_txs"]
 
 # An application index maintained in the same write batch as the block:
 # (put_state, header, transactions executed now) -> None.
@@ -258,6 +258,14 @@ def _decode_request_value(raw: bytes) -> tuple[int, bytes]:
 def stored_txs(batch_wire: Mapping[str, Any]) -> list[Tx]:
     """The transactions of a stored batch, in order."""
     return [Tx(origin, sid, client, rid, payload)
+            for origin, sid, requests in _stored_submissions(batch_wire)
+            for client, rid, payload in requests]
+
+
+def stored_leaves(batch_wire: Mapping[str, Any]) -> list[bytes]:
+    """The canonical bytes of a stored batch's transactions (its Merkle
+    leaves), in order, without building a ``Tx`` (and hashing its id) each."""
+    return [encode_tx(origin, sid, client, rid, payload)
             for origin, sid, requests in _stored_submissions(batch_wire)
             for client, rid, payload in requests]
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .chainstore import ChainStore, TxIndexError, cert_json, header_json, stored_txs
+from .chainstore import ChainStore, TxIndexError, cert_json, header_json, stored_leaves
 from .core import codec
 from .core.chain import BlockHeader
-from .core.merkle import merkle_path, merkle_root
+from .core.merkle import merkle_root_and_path
 
 __all__ = ["HEADERS_PER_CALL_MAX", "PROOF_VERSION", "ProofBuildError", "build_proof",
            "cert_json", "header_entry", "header_json", "headers"]
@@ -75,8 +75,11 @@ def build_proof(chain: ChainStore, genesis: Any, tx_id: bytes) -> dict[str, Any]
         return None
     height, index = found.height, found.index
     header = BlockHeader(*found.record["header"])
-    leaves = [tx.encode() for tx in stored_txs(found.record["batch"])]
-    if merkle_root(leaves) != header.tx_root or len(leaves) != header.tx_count:
+    leaves = stored_leaves(found.record["batch"])
+    if len(leaves) != header.tx_count or not 0 <= index < len(leaves):
+        raise ProofBuildError(f"block {height}'s transactions do not match its header")
+    root, path = merkle_root_and_path(leaves, index)
+    if root != header.tx_root:
         raise ProofBuildError(f"block {height}'s transactions do not match its header")
     tx, tx_bytes = found.tx, leaves[index]
     return {
@@ -87,7 +90,7 @@ def build_proof(chain: ChainStore, genesis: Any, tx_id: bytes) -> dict[str, Any]
                "request_id": tx.rid, "payload_hex": tx.payload.hex(), "tx_hex": tx_bytes.hex()},
         "tx_id": tx_id.hex(),
         "merkle": {"index": index, "size": len(leaves),
-                   "path": [p.hex() for p in merkle_path(leaves, index)]},
+                   "path": [p.hex() for p in path]},
         "header": header_json(header),
         "block_hash": header.hash().hex(),
         "commit_certificate": cert_json(chain.cert_envelopes(height)),

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 from .crypto import sha256
 
-__all__ = ["EMPTY_ROOT", "leaf_hash", "merkle_path", "merkle_root", "verify_path"]
+__all__ = ["EMPTY_ROOT", "leaf_hash", "merkle_path", "merkle_root", "merkle_root_and_path",
+           "verify_path"]
 
 EMPTY_ROOT = sha256(b"")
 
@@ -24,22 +25,19 @@ def _node(left: bytes, right: bytes) -> bytes:
     return sha256(b"\x01" + left + right)
 
 
-def _split(n: int) -> int:
-    """Largest power of two strictly less than n (n >= 2)."""
-    k = 1
-    while k * 2 < n:
-        k *= 2
-    return k
+def _next_level(level: list[bytes]) -> list[bytes]:
+    """Pair a level's nodes left to right; an odd last node moves up as it is.
+    Bottom-up pairing gives the same tree as RFC 6962's recursive split."""
+    up = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+    if len(level) % 2:
+        up.append(level[-1])
+    return up
 
 
 def _root_of_hashes(hashes: Sequence[bytes]) -> bytes:
     level = list(hashes)
-    # Bottom-up pairing gives the same root as RFC 6962's recursive split.
     while len(level) > 1:
-        nxt = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level = nxt
+        level = _next_level(level)
     return level[0]
 
 
@@ -49,27 +47,28 @@ def merkle_root(leaves: Sequence[bytes]) -> bytes:
     return _root_of_hashes([leaf_hash(x) for x in leaves])
 
 
-def merkle_path(leaves: Sequence[bytes], index: int) -> list[bytes]:
-    """Audit path for ``leaves[index]``, nearest sibling first."""
+def merkle_root_and_path(leaves: Sequence[bytes], index: int) -> tuple[bytes, list[bytes]]:
+    """The root and the audit path of ``leaves[index]`` (nearest sibling
+    first), from one pass that hashes each leaf and inner node once.
+
+    Computed apart, a proof from a 1,000-transaction block hashed every leaf
+    twice and about half the inner nodes again (evidence.getProof)."""
     if not 0 <= index < len(leaves):
         raise IndexError("leaf index out of range")
-    hashes = [leaf_hash(x) for x in leaves]
+    level = [leaf_hash(x) for x in leaves]
     path: list[bytes] = []
-    _collect(hashes, index, path)
-    return path
+    while len(level) > 1:
+        sibling = index ^ 1
+        if sibling < len(level):  # else the node moves up unpaired: no sibling here
+            path.append(level[sibling])
+        level = _next_level(level)
+        index //= 2
+    return level[0], path
 
 
-def _collect(hashes: list[bytes], index: int, path: list[bytes]) -> None:
-    n = len(hashes)
-    if n == 1:
-        return
-    k = _split(n)
-    if index < k:
-        _collect(hashes[:k], index, path)
-        path.append(_root_of_hashes(hashes[k:]))
-    else:
-        _collect(hashes[k:], index - k, path)
-        path.append(_root_of_hashes(hashes[:k]))
+def merkle_path(leaves: Sequence[bytes], index: int) -> list[bytes]:
+    """Audit path for ``leaves[index]``, nearest sibling first."""
+    return merkle_root_and_path(leaves, index)[1]
 
 
 def verify_path(leaf: bytes, index: int, size: int, path: Sequence[bytes], root: bytes) -> bool:

@@ -8,7 +8,14 @@ import pytest
 
 from pbftd.core.chain import BlockHeader, ChainTip, batch_txs, execute_batch
 from pbftd.core.crypto import sha256
-from pbftd.core.merkle import EMPTY_ROOT, leaf_hash, merkle_path, merkle_root, verify_path
+from pbftd.core.merkle import (
+    EMPTY_ROOT,
+    leaf_hash,
+    merkle_path,
+    merkle_root,
+    merkle_root_and_path,
+    verify_path,
+)
 from pbftd.core.messages import Batch, Request, Submit
 from tests.core.harness import CHAIN_ID, GENESIS_HASH, GENESIS_TIME_MS, Peers
 
@@ -29,6 +36,19 @@ def _rfc6962_root(leaves: list[bytes]) -> bytes:
     while k * 2 < len(leaves):
         k *= 2
     return sha256(b"\x01" + _rfc6962_root(leaves[:k]) + _rfc6962_root(leaves[k:]))
+
+
+def _rfc6962_path(index: int, leaves: list[bytes]) -> list[bytes]:
+    """RFC 6962 section 2.1.1 PATH(m, D[n]), from the text: the oracle for
+    the one-pass, bottom-up path."""
+    if len(leaves) == 1:
+        return []
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    if index < k:
+        return [*_rfc6962_path(index, leaves[:k]), _rfc6962_root(leaves[k:])]
+    return [*_rfc6962_path(index - k, leaves[k:]), _rfc6962_root(leaves[:k])]
 
 
 def _directions(index: int, size: int) -> list[str]:
@@ -62,6 +82,14 @@ def test_leaf_and_node_hashes_are_domain_separated():
     # a single leaf whose bytes are the two child hashes must not collide
     assert merkle_root([leaf_hash(a) + leaf_hash(b)]) != root2
     assert leaf_hash(a) != sha256(a)
+
+
+@pytest.mark.parametrize("n", [*SIZES, 63, 64, 65, 100, 127, 129])
+def test_root_and_path_in_one_pass_match_rfc6962(n):
+    leaves = _leaves(n)
+    for i in range(n):
+        assert merkle_root_and_path(leaves, i) == (_rfc6962_root(leaves),
+                                                   _rfc6962_path(i, leaves)), (n, i)
 
 
 @pytest.mark.parametrize("n", SIZES)
