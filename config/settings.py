@@ -261,10 +261,12 @@ class RpcSettings:
     rate_per_s_anonymous: int = setting(
         20,
         parse=_int(1, 1_000_000),
-        doc="requests per second per address without a token, requests/s",
+        doc="rate tokens per second per address without a token (a simple call costs 1, "
+            "rpc.discover gives each method's x-rate-cost), tokens/s",
     )
     rate_per_s_token: int = setting(
-        2000, parse=_int(1, 10_000_000), doc="requests per second per token, requests/s"
+        2000, parse=_int(1, 10_000_000),
+        doc="rate tokens per second per bearer token (a simple call costs 1), tokens/s"
     )
     request_timeout_ms: int = setting(
         30000,

@@ -19,14 +19,14 @@ from typing import Any
 
 import trio
 
-from rpc.jsonrpc import Dispatcher, RpcContext
+from rpc.jsonrpc import Dispatcher, RateCost, RpcContext
 
 from . import evidence
 from .core.crypto import sha256
 from .core.messages import Request, encode_tx
 from .daemon import Node
 
-__all__ = ["ITEMS_MAX", "register_batch_methods"]
+__all__ = ["BATCH_COST", "ITEMS_MAX", "batch_items", "register_batch_methods"]
 
 ITEMS_MAX = 10_000
 INVALID_PARAMS = -32602
@@ -68,6 +68,19 @@ def _chunks(items: list[tuple[int, Request]], count_max: int,
     return [c for c in out if c]
 
 
+def batch_items(params: dict[str, Any]) -> int:
+    """How many items an attestBatch call carries, before validation."""
+    items = params.get("items")
+    return len(items) if type(items) is list else 0
+
+
+# Rate cost (rpc/jsonrpc.py RateCost), priced against evidence.attest's one
+# token: an item costs each node about a fifth of what a single call does
+# (0.057 against 0.31 ms, docs/PERFORMANCE.md, session 11's cost model).
+ITEMS_PER_TOKEN = 5
+BATCH_COST = RateCost(base=1, per=ITEMS_PER_TOKEN, unit="items", measure=batch_items)
+
+
 def register_batch_methods(dispatcher: Dispatcher, node: Node, client_of: Any) -> None:
     runtime, chain = node.runtime, node.chain
     court = node.court.id
@@ -84,7 +97,7 @@ def register_batch_methods(dispatcher: Dispatcher, node: Node, client_of: Any) -
                     "characters in case_no or title) gets an error object "
                     "{error: {code, message, data: {reason, index}}} in its place and the "
                     "others proceed. wait: true answers once every accepted item has "
-                    "committed.")
+                    "committed.", cost=BATCH_COST)
     async def attest_batch(params: dict[str, Any], ctx: RpcContext) -> dict[str, Any]:
         client = client_of(ctx)
         results: list[dict[str, Any]] = [{} for _ in params["items"]]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import NOT_FOUND, RpcError
-from .jsonrpc import Dispatcher, RpcContext
+from .jsonrpc import Dispatcher, RateCost, RpcContext
 from .node_api import NodeApi
 
 __all__ = [
@@ -100,6 +100,12 @@ TX_SCHEMA: dict[str, Any] = {
 
 _NOT_FOUND = (NOT_FOUND, "not found")
 
+# Rate costs, in tokens of about 0.5 ms of the node's CPU (node.status): on
+# the development machine a chain.getTx took 1-1.5 ms and a chain.getBlock
+# of a 1,000-transaction block 7-8 ms (docs/OPERATIONS.md, section 9).
+TX_READ_COST = RateCost(base=2)
+BLOCK_READ_COST = RateCost(base=14)
+
 
 def register_chain_methods(dispatcher: Dispatcher, node_api: NodeApi) -> None:
     """Register node.status, chain.getBlock and chain.getTx on `dispatcher`."""
@@ -115,7 +121,7 @@ def register_chain_methods(dispatcher: Dispatcher, node_api: NodeApi) -> None:
         params_schema={"type": "object", "required": ["height"], "additionalProperties": False,
                        "properties": {"height": _HEIGHT}},
         summary="A committed block: header, transaction ids, commit certificate.",
-        errors=[_NOT_FOUND])
+        errors=[_NOT_FOUND], cost=BLOCK_READ_COST)
     def get_block(params: dict[str, Any], _ctx: RpcContext) -> dict[str, Any]:
         block = node_api.block(params["height"])
         if block is None:
@@ -130,7 +136,7 @@ def register_chain_methods(dispatcher: Dispatcher, node_api: NodeApi) -> None:
                                                 "description": "SHA-256 tx id, hex"}}},
         summary="A transaction, its height and status.",
         description="tx_id is accepted in either case and answered in lowercase.",
-        errors=[_NOT_FOUND])
+        errors=[_NOT_FOUND], cost=TX_READ_COST)
     def get_tx(params: dict[str, Any], _ctx: RpcContext) -> dict[str, Any]:
         tx_id = params["tx_id"].lower()
         tx = node_api.tx(tx_id)

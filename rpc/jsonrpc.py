@@ -28,6 +28,11 @@ Rules it keeps (JSON-RPC 2.0 §§4-6, SPEC "JSON-RPC"):
   -32603 whose data holds only that id.
 - Results are validated against the declared result schema and checked to be
   encodable JSON; a mismatch is our bug and handled like an exception.
+- Rate cost: each method declares what one call spends from its caller's rate
+  bucket (`RateCost`), so a call that reads a thousand headers cannot pass
+  for one that reads a status; `Dispatcher.cost` prices a parsed body before
+  it runs. A call the caller may not make, or of an unknown method, costs 1:
+  its refusal is cheap and must not be hidden behind a 429.
 """
 
 from __future__ import annotations
@@ -57,8 +62,10 @@ from .strict_json import BATCH_LEN_MAX, DEPTH_MAX, STRING_CHARS_MAX, parse_reque
 __all__ = [
     "ADMIN_SCOPE",
     "ANONYMOUS",
+    "ONE_TOKEN",
     "Dispatcher",
     "Method",
+    "RateCost",
     "RpcContext",
     "RpcError",
     "encode_response",
@@ -91,6 +98,45 @@ class RpcContext:
 
 ANONYMOUS = RpcContext()
 
+
+@dataclass(frozen=True, slots=True)
+class RateCost:
+    """What one call spends from its caller's rate bucket (rpc/ratelimit.py).
+
+    `base` tokens, plus one more for every `per` elements that `measure`
+    counts in the call's params (items of a batch, headers of a range). A
+    token is about the node's work for one simple call (node.status,
+    evidence.verify: about 0.5 ms of CPU on the development machine);
+    docs/OPERATIONS.md gives the measured cost of each priced method.
+    `measure` sees params before they are validated, so it must return a
+    count for any JSON value and never raise.
+    """
+
+    base: int = 1
+    per: int = 1
+    unit: str = ""
+    measure: Callable[[dict[str, Any]], int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.base < 1 or self.per < 1:
+            raise ValueError("a rate cost is at least 1 token, per at least 1")
+        if (self.measure is None) != (not self.unit):
+            raise ValueError("a measured rate cost names its unit, and only then")
+
+    def of(self, params: Any) -> int:
+        if self.measure is None or not isinstance(params, dict):
+            return self.base
+        return self.base + max(0, self.measure(params)) // self.per
+
+    def describe(self) -> dict[str, Any]:
+        """The rpc.discover form (`x-rate-cost`)."""
+        if self.measure is None:
+            return {"tokens": self.base}
+        return {"tokens": self.base, "plus_one_per": self.per, "of": self.unit}
+
+
+ONE_TOKEN = RateCost()
+
 # handler(params, ctx) -> result, or an awaitable of the result.
 Handler = Callable[[dict[str, Any], RpcContext], Any]
 # observer(method name or None if unknown/invalid, error code or None, seconds)
@@ -109,6 +155,7 @@ class Method:
     description: str
     result_name: str
     errors: tuple[tuple[int, str], ...]
+    cost: RateCost = ONE_TOKEN
 
 
 class Dispatcher:
@@ -135,8 +182,8 @@ class Dispatcher:
     def method(self, name: str, *, result_schema: Mapping[str, Any],
                params_schema: Mapping[str, Any] | None = None, public: bool = False,
                scope: str | None = None, summary: str, description: str = "",
-               result_name: str = "result",
-               errors: Iterable[tuple[int, str]] = ()) -> Callable[[Handler], Handler]:
+               result_name: str = "result", errors: Iterable[tuple[int, str]] = (),
+               cost: RateCost = ONE_TOKEN) -> Callable[[Handler], Handler]:
         """Decorator registering `handler(params, ctx)` under `name`."""
         if name.startswith("rpc."):
             raise ValueError(f"{name}: names beginning 'rpc.' are reserved")
@@ -145,14 +192,15 @@ class Dispatcher:
             self._register(name, handler, params_schema=params_schema,
                            result_schema=result_schema, public=public, scope=scope,
                            summary=summary, description=description,
-                           result_name=result_name, errors=errors)
+                           result_name=result_name, errors=errors, cost=cost)
             return handler
         return register
 
     def _register(self, name: str, handler: Handler, *, result_schema: Mapping[str, Any],
                   params_schema: Mapping[str, Any] | None = None, public: bool,
                   scope: str | None = None, summary: str, description: str = "",
-                  result_name: str = "result", errors: Iterable[tuple[int, str]]) -> None:
+                  result_name: str = "result", errors: Iterable[tuple[int, str]],
+                  cost: RateCost = ONE_TOKEN) -> None:
         params_schema = _NO_PARAMS if params_schema is None else params_schema
         if name in self._methods:
             raise ValueError(f"{name}: already registered")
@@ -169,7 +217,7 @@ class Dispatcher:
             name=name, handler=handler, params_schema=params_schema,
             result_schema=result_schema, public=public, scope=scope, summary=summary,
             description=description or summary, result_name=result_name,
-            errors=tuple(dict.fromkeys(declared)))
+            errors=tuple(dict.fromkeys(declared)), cost=cost)
 
     def methods(self) -> list[Method]:
         return list(self._methods.values())
@@ -180,6 +228,19 @@ class Dispatcher:
 
     def discover(self) -> dict[str, Any]:
         return openrpc_document(self._methods.values(), title=self.title, version=self.version)
+
+    def cost(self, request: Any, ctx: RpcContext) -> int:
+        """Rate tokens a parsed body spends: the sum of its calls' costs."""
+        if isinstance(request, list) and request:
+            return sum(self._call_cost(item, ctx) for item in request)
+        return self._call_cost(request, ctx)
+
+    def _call_cost(self, request: Any, ctx: RpcContext) -> int:
+        name = request.get("method") if isinstance(request, dict) else None
+        method = self._methods.get(name) if type(name) is str else None
+        if method is None or not _allowed(method, ctx):
+            return 1
+        return method.cost.of(request.get("params"))
 
     # -- calls --------------------------------------------------------------
 
@@ -307,10 +368,13 @@ def _echo_id(request: Any) -> Any:
     return None
 
 
+def _allowed(method: Method, ctx: RpcContext) -> bool:
+    return method.public or (ctx.authenticated
+                             and (method.scope is None or ctx.has_scope(method.scope)))
+
+
 def _check_access(method: Method, ctx: RpcContext) -> None:
-    if method.public:
-        return
-    if ctx.authenticated and (method.scope is None or ctx.has_scope(method.scope)):
+    if _allowed(method, ctx):
         return
     message = "forbidden" if ctx.authenticated else "unauthorized"
     raise RpcError(UNAUTHORIZED, message, {"method": method.name,

@@ -3,8 +3,9 @@
 OpenRPC 1.2.6 describes a service as data. Generating it from the same
 registry the dispatcher serves from (and the same schemas it validates with)
 means a method cannot be served without being described, or described
-without being served. Access rules ride along as specification extensions
-(`x-public`, `x-scope`), which OpenRPC allows on method objects.
+without being served. Access rules and what a call spends from the caller's
+rate bucket ride along as specification extensions (`x-public`, `x-scope`,
+`x-rate-cost`), which OpenRPC allows on method objects.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def _describe(method: Method) -> dict[str, Any]:
         "result": {"name": method.result_name, "schema": method.result_schema},
         "errors": [{"code": code, "message": message} for code, message in method.errors],
         "x-public": method.public,
+        "x-rate-cost": method.cost.describe(),
     }
     if method.scope is not None:
         described["x-scope"] = method.scope

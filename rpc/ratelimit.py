@@ -4,7 +4,10 @@ One bucket per caller: per bearer token (keyed by the token's SHA-256, so the
 table never holds a credential) for authenticated callers, per client address
 (host only: a caller's many source ports share one bucket) for anonymous
 ones. A bucket refills at `rate` tokens per second up to `burst` = 2 x rate;
-a JSON-RPC call costs one token, so a batch costs its number of calls.
+a JSON-RPC call costs its method's tokens (rpc/jsonrpc.py `RateCost`: one for
+a simple call, more for a call that reads or writes many records, so the
+limit bounds the node's work, not just the number of calls), and a batch
+costs the sum of its calls.
 
 A request costing more than the burst (a batch longer than 2 x rate) is
 allowed when the bucket is full and leaves it in debt, so it cannot starve
@@ -36,7 +39,6 @@ __all__ = [
     "KEYS_MAX",
     "RATE_LIMITED",
     "RateLimiter",
-    "call_count",
     "error_responses",
     "rate_key",
     "rate_limited_error",
@@ -118,11 +120,6 @@ def rate_key(token: str | None, client: Any) -> str:
         return "token:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
     host = client[0] if client else "unknown"
     return f"addr:{host}"
-
-
-def call_count(request: Any) -> int:
-    """How many calls a parsed body holds (a batch counts each element)."""
-    return len(request) if isinstance(request, list) and request else 1
 
 
 def retry_after_ms(seconds: float) -> int:

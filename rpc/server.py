@@ -60,7 +60,6 @@ from .node_api import NodeApi
 from .ratelimit import (
     RATE_LIMITED,
     RateLimiter,
-    call_count,
     error_responses,
     rate_key,
     rate_limited_error,
@@ -250,7 +249,7 @@ class _RpcApp:
         except RpcError as error:
             return _Response(200, self.dispatcher.refuse_body(error))
         if self.rate_limiter is not None:
-            wait = self.rate_limiter.take(key, call_count(request))
+            wait = self.rate_limiter.take(key, self.dispatcher.cost(request, ctx))
             if wait is not None:
                 return _too_many(wait, request=request)
         return await self._dispatch(request, ctx, timeout_s)

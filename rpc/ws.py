@@ -48,7 +48,6 @@ from .errors import TIMEOUT, UNAUTHORIZED, RpcError
 from .jsonrpc import Dispatcher, RpcContext, encode_response, error_response
 from .ratelimit import (
     RateLimiter,
-    call_count,
     error_responses,
     rate_key,
     rate_limited_error,
@@ -387,7 +386,7 @@ class WsEndpoint:
             return None if raw is None else raw.decode("utf-8")
         value: Any
         wait = None if self.rate_limiter is None else \
-            self.rate_limiter.take(key, call_count(request))
+            self.rate_limiter.take(key, self.dispatcher.cost(request, ctx))
         if wait is not None:
             self.stats["rate_limited"] += 1
             value = error_responses(request, rate_limited_error(wait))

@@ -56,6 +56,9 @@ def test_proof_from_a_running_node_verifies_offline(cluster: Cluster, tmp_path: 
         def get_proof(self, tx_id: str) -> dict:
             return super().get_proof(acked[1]["tx_id"])
 
+    # With a token: the anonymous bucket (20 tokens a second, 40 at once) has
+    # paid for two proofs (14 tokens each) and three verifications above.
+    lying = Lying(cluster.court(court).rpc_url, token=reader.token, timeout_s=10)
     with pytest.raises(ProofError) as perr:
-        verify_attestation(Lying(cluster.court(court).rpc_url, timeout_s=10), sha, genesis)
+        verify_attestation(lying, sha, genesis)
     assert perr.value.code == "proof_mismatch"

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import pytest
 
+from pbftd.evidence_batch import BATCH_COST, ITEMS_MAX
+from pbftd.proof_methods import HEADERS_COST
+from rpc.jsonrpc import ANONYMOUS, Dispatcher, RateCost
 from rpc.ratelimit import (
     RATE_LIMITED,
     RateLimiter,
-    call_count,
     error_responses,
     rate_key,
     rate_limited_error,
     retry_after_header,
 )
+from tests.rpc.fakes import ADMIN, READER
 
 
 class FakeClock:
@@ -56,11 +59,10 @@ def test_tokens_and_addresses_have_their_own_buckets_and_rates() -> None:
     assert rl.take(tok, 20) is None and rl.take(tok) == pytest.approx(0.1)
 
 
-def test_a_batch_costs_its_calls_and_a_huge_one_goes_into_debt() -> None:
+def test_a_costly_call_spends_its_tokens_and_a_huge_one_goes_into_debt() -> None:
     clock = FakeClock()
     rl = limiter(clock)
     key = rate_key(None, ("10.0.0.1", 1))
-    assert call_count([{}, {}, {}]) == 3 and call_count({}) == 1 and call_count([]) == 1
     assert rl.take(key, 3) is None
     assert rl.take(key, 3) == pytest.approx(1.0)  # 1 left, needs 3: 2 more at 2/s
     clock.now += 10  # full again (4)
@@ -107,3 +109,104 @@ def test_error_shape_and_retry_after() -> None:
     assert all(a["error"]["code"] == -32005 for a in answers)
     assert error_responses({"jsonrpc": "2.0", "method": "a"}, error) is None
     assert error_responses({"jsonrpc": "2.0", "method": "a", "id": 7}, error)["id"] == 7
+
+
+# -- what a call costs (rpc/jsonrpc.py RateCost, Dispatcher.cost) ---------------
+
+
+def call(method: object, params: object = None) -> dict[str, object]:
+    body: dict[str, object] = {"jsonrpc": "2.0", "method": method, "id": 1}
+    if params is not None:
+        body["params"] = params
+    return body
+
+
+def priced_dispatcher() -> Dispatcher:
+    d = Dispatcher()
+    schema = {"type": "object"}
+    d.method("t.cheap", public=True, result_schema=schema, summary="s")(lambda p, c: {})
+    d.method("t.heavy", public=True, result_schema=schema, summary="s",
+             cost=RateCost(base=7))(lambda p, c: {})
+    d.method("t.rows", scope="evidence:read", result_schema=schema, summary="s",
+             cost=RateCost(base=2, per=3, unit="rows",
+                           measure=lambda p: len(p["rows"]) if type(p.get("rows")) is list
+                           else 0))(lambda p, c: {})
+    return d
+
+
+def test_a_call_costs_its_methods_tokens_and_a_batch_their_sum() -> None:
+    d = priced_dispatcher()
+    assert d.cost(call("t.cheap"), ANONYMOUS) == 1
+    assert d.cost(call("t.heavy"), ANONYMOUS) == 7
+    assert d.cost(call("t.rows", {"rows": list(range(8))}), READER) == 2 + 8 // 3
+    assert d.cost(call("t.rows", {"rows": []}), READER) == 2
+    assert d.cost([call("t.cheap"), call("t.heavy"), call("t.rows", {"rows": [1] * 9})],
+                  ADMIN) == 1 + 7 + 5
+
+
+@pytest.mark.parametrize("request_", [
+    call("no.such"), call(7), call(["t.heavy"]), "t.heavy", None, [], 3.5,
+])
+def test_what_is_not_a_call_of_a_known_method_costs_one(request_: object) -> None:
+    assert priced_dispatcher().cost(request_, ADMIN) == 1
+
+
+def test_a_call_the_caller_may_not_make_costs_one_so_its_refusal_is_not_a_429() -> None:
+    d = priced_dispatcher()
+    assert d.cost(call("t.rows", {"rows": [1] * 300}), ANONYMOUS) == 1
+    assert d.cost(call("t.rows", {"rows": [1] * 300}), READER) == 102
+
+
+@pytest.mark.parametrize("params", [[1, 2], "rows", {"rows": "abc"}, {"rows": None}, {}])
+def test_params_a_measure_cannot_count_cost_the_base(params: object) -> None:
+    assert priced_dispatcher().cost(call("t.rows", params), READER) == 2
+
+
+def test_a_rate_cost_is_at_least_one_token_and_names_what_it_counts() -> None:
+    with pytest.raises(ValueError):
+        RateCost(base=0)
+    with pytest.raises(ValueError):
+        RateCost(per=0, unit="rows", measure=len)
+    with pytest.raises(ValueError):
+        RateCost(measure=len)  # what does it count?
+    with pytest.raises(ValueError):
+        RateCost(unit="rows")  # counts nothing
+    assert RateCost(base=3).describe() == {"tokens": 3}
+    assert RateCost(base=1, per=5, unit="items", measure=len).describe() == {
+        "tokens": 1, "plus_one_per": 5, "of": "items"}
+
+
+def test_discover_publishes_each_methods_cost() -> None:
+    methods = {m["name"]: m for m in priced_dispatcher().discover()["methods"]}
+    assert methods["t.cheap"]["x-rate-cost"] == {"tokens": 1}
+    assert methods["t.heavy"]["x-rate-cost"] == {"tokens": 7}
+    assert methods["t.rows"]["x-rate-cost"] == {"tokens": 2, "plus_one_per": 3, "of": "rows"}
+    assert methods["rpc.discover"]["x-rate-cost"] == {"tokens": 1}
+
+
+@pytest.mark.parametrize(("params", "cost"), [
+    ({"from_height": 1, "to_height": 1000}, 1 + 1000 // 3),
+    ({"from_height": 5, "to_height": 7}, 2),
+    ({"from_height": 1, "to_height": 10**12}, 1 + 1000 // 3),  # refused later; priced at most
+    ({"from_height": 9, "to_height": 1}, 1),
+    ({"from_height": True, "to_height": 1000}, 1),
+    ({"from_height": "1", "to_height": 1000}, 1),
+    ({"from_height": 1.0, "to_height": 1000.0}, 1),
+    ({"to_height": 1000}, 1),
+])
+def test_the_cost_of_headers_counts_the_range_asked_for(params: dict[str, object],
+                                                         cost: int) -> None:
+    assert HEADERS_COST.of(params) == cost
+
+
+@pytest.mark.parametrize(("params", "cost"), [
+    ({"items": [{}] * 1000}, 1 + 1000 // 5),
+    ({"items": [{}] * ITEMS_MAX}, 1 + ITEMS_MAX // 5),
+    ({"items": [{}] * 4}, 1),
+    ({"items": {"a": 1}}, 1),
+    ({"items": "x" * 100}, 1),
+    ({}, 1),
+])
+def test_the_cost_of_an_attest_batch_counts_its_items(params: dict[str, object],
+                                                       cost: int) -> None:
+    assert BATCH_COST.of(params) == cost

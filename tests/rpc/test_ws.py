@@ -226,6 +226,34 @@ def test_http_over_the_limit_is_429_with_retry_after_and_a_jsonrpc_error() -> No
     serve(check, rate_anonymous=2)
 
 
+def test_a_call_spends_its_methods_rate_cost_and_a_refused_one_spends_one() -> None:
+    reader = [("content-type", "application/json"), ("authorization", "Bearer reader-token")]
+    anonymous = [("content-type", "application/json")]
+
+    async def post(s: Server, body: str, headers: list[tuple[str, str]]) -> tuple[int, Any]:
+        answer = await fetch(s.port, "POST", "/", body=body.encode(), headers=headers)
+        return answer.status, json.loads(answer.body)
+
+    async def check(s: Server) -> None:
+        block = request("chain.getBlock", {"height": 1})
+        assert (await post(s, block, reader))[0] == 200  # 14 of the burst of 20
+        status, refused = await post(s, block, reader)
+        assert status == 429 and refused["error"]["data"]["retry_after_ms"] == 800  # 8 at 10/s
+        get_tx = request("chain.getTx", {"tx_id": "ab" * 32})
+        for _ in range(2):  # 2 tokens each: 2 of the 6 left
+            assert (await post(s, get_tx, reader))[0] == 200
+        status, refused = await post(s, block, reader)
+        assert status == 429 and refused["error"]["data"]["retry_after_ms"] == 1200
+        # A caller without the scope is told so (not 429), and that costs one token:
+        # the anonymous burst of 4 then still holds three node.status calls.
+        status, forbidden = await post(s, block, anonymous)
+        assert status == 200 and forbidden["error"]["code"] == -32001
+        for _ in range(3):
+            assert (await post(s, request("node.status"), anonymous))[0] == 200
+        assert (await post(s, request("node.status"), anonymous))[0] == 429
+    serve(check, rate_anonymous=2, rate_token=10)
+
+
 def test_ws_over_the_limit_gets_the_error_for_that_call_and_stays_open() -> None:
     async def check(s: Server) -> None:
         async with open_websocket_url(s.url()) as conn:  # the upgrade costs one call
