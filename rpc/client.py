@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -29,14 +30,37 @@ class RpcTransportError(Exception):
     """The node could not be reached or did not speak JSON-RPC."""
 
 
+RATE_LIMITED = -32005
+
+
 class RpcClient:
-    def __init__(self, url: str, token: str | None = None, timeout_s: float = 30.0) -> None:
+    """``rate_limit_wait_s``: how long in all a call may wait out the node's
+    "come back later" (-32005 with ``retry_after_ms``: a rate limit or a
+    connection cap) before retrying; 0 raises at once. A caller whose calls
+    cost more than its bucket holds (several proofs in a row,
+    docs/OPERATIONS.md section 9) then slows down instead of failing."""
+
+    def __init__(self, url: str, token: str | None = None, timeout_s: float = 30.0,
+                 rate_limit_wait_s: float = 0.0) -> None:
         self.url = url if url.endswith("/") else url + "/"
         self.token = token
         self.timeout_s = timeout_s
+        self.rate_limit_wait_s = rate_limit_wait_s
         self._ids = itertools.count(1)
 
     def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        waited = 0.0
+        while True:
+            try:
+                return self._call_once(method, params)
+            except RpcCallError as exc:
+                delay = _retry_after_s(exc)
+                if delay is None or waited + delay > self.rate_limit_wait_s:
+                    raise
+            time.sleep(delay)
+            waited += delay
+
+    def _call_once(self, method: str, params: dict[str, Any] | None) -> Any:
         request: dict[str, Any] = {"jsonrpc": "2.0", "id": next(self._ids), "method": method}
         if params is not None:
             request["params"] = params
@@ -73,6 +97,15 @@ class RpcClient:
             return json.loads(raw) if raw else None
         except ValueError:
             raise RpcTransportError(f"{self.url} did not answer with JSON") from None
+
+
+def _retry_after_s(error: RpcCallError) -> float | None:
+    """The wait a rate-limit refusal asks for, or None for any other error."""
+    data = error.data if isinstance(error.data, dict) else {}
+    wait_ms = data.get("retry_after_ms")
+    if error.code != RATE_LIMITED or type(wait_ms) is not int or wait_ms <= 0:
+        return None
+    return wait_ms / 1000
 
 
 def verify_attestation(client: RpcClient, sha256_hex: str, genesis: Any) -> list[Any]:
