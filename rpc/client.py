@@ -15,6 +15,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from .errors import RATE_LIMITED
+
 __all__ = ["RpcCallError", "RpcClient", "RpcTransportError", "verify_attestation"]
 
 
@@ -28,9 +30,6 @@ class RpcCallError(Exception):
 
 class RpcTransportError(Exception):
     """The node could not be reached or did not speak JSON-RPC."""
-
-
-RATE_LIMITED = -32005
 
 
 class RpcClient:

@@ -25,6 +25,7 @@ __all__ = [
     "METHOD_NOT_FOUND",
     "NOT_FOUND",
     "PARSE_ERROR",
+    "RATE_LIMITED",
     "STANDARD_MESSAGES",
     "TIMEOUT",
     "UNAUTHORIZED",
@@ -48,6 +49,8 @@ UNAUTHORIZED = -32001
 FORBIDDEN = -32001
 TIMEOUT = -32003
 NOT_FOUND = -32004
+# Come back later: a rate limit or a connection cap; data.retry_after_ms says when.
+RATE_LIMITED = -32005
 
 STANDARD_MESSAGES: dict[int, str] = {
     PARSE_ERROR: "Parse error",

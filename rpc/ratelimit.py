@@ -9,7 +9,7 @@ a simple call, more for a call that reads or writes many records, so the
 limit bounds the node's work, not just the number of calls), and a batch
 costs the sum of its calls.
 
-A request costing more than the burst (a batch longer than 2 x rate) is
+A request costing more than the burst (a long batch, a costly call) is
 allowed when the bucket is full and leaves it in debt, so it cannot starve
 forever and the long-run rate still holds.
 
@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import RpcError
+from .errors import RATE_LIMITED, RpcError
 from .jsonrpc import error_response
 
 __all__ = [
@@ -46,7 +46,6 @@ __all__ = [
     "retry_after_ms",
 ]
 
-RATE_LIMITED = -32005
 KEYS_MAX = 10_000
 
 
