@@ -21,7 +21,7 @@ __all__ = ["HEADERS_COST", "HEADERS_RESULT", "PROOF_COST", "register_proof_metho
 
 # Rate costs (rpc/jsonrpc.py RateCost; tokens of about 0.5 ms of the node's
 # CPU): on the development machine a proof from a 1,000-transaction block
-# took 7-8 ms, mostly re-encoding and hashing the block's leaves, and headers
+# took 7.2-7.9 ms, mostly re-encoding and hashing the block's leaves, and headers
 # about 0.17 ms each (docs/OPERATIONS.md, section 9).
 PROOF_COST = RateCost(base=14)
 HEADERS_PER_TOKEN = 3

@@ -101,8 +101,9 @@ TX_SCHEMA: dict[str, Any] = {
 _NOT_FOUND = (NOT_FOUND, "not found")
 
 # Rate costs, in tokens of about 0.5 ms of the node's CPU (node.status): on
-# the development machine a chain.getTx took 1-1.5 ms and a chain.getBlock
-# of a 1,000-transaction block 7-8 ms (docs/OPERATIONS.md, section 9).
+# the development machine a chain.getTx took 0.95-1.5 ms and a
+# chain.getBlock of a 1,000-transaction block 6.8-8.8 ms (docs/OPERATIONS.md,
+# section 9).
 TX_READ_COST = RateCost(base=2)
 BLOCK_READ_COST = RateCost(base=14)
 
