@@ -11,8 +11,7 @@ from collections.abc import Sequence
 
 from .crypto import sha256
 
-__all__ = ["EMPTY_ROOT", "leaf_hash", "merkle_path", "merkle_root", "merkle_root_and_path",
-           "verify_path"]
+__all__ = ["EMPTY_ROOT", "leaf_hash", "merkle_root", "merkle_root_and_path", "verify_path"]
 
 EMPTY_ROOT = sha256(b"")
 
@@ -64,11 +63,6 @@ def merkle_root_and_path(leaves: Sequence[bytes], index: int) -> tuple[bytes, li
         level = _next_level(level)
         index //= 2
     return level[0], path
-
-
-def merkle_path(leaves: Sequence[bytes], index: int) -> list[bytes]:
-    """Audit path for ``leaves[index]``, nearest sibling first."""
-    return merkle_root_and_path(leaves, index)[1]
 
 
 def verify_path(leaf: bytes, index: int, size: int, path: Sequence[bytes], root: bytes) -> bool:

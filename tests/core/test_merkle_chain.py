@@ -11,7 +11,6 @@ from pbftd.core.crypto import sha256
 from pbftd.core.merkle import (
     EMPTY_ROOT,
     leaf_hash,
-    merkle_path,
     merkle_root,
     merkle_root_and_path,
     verify_path,
@@ -20,6 +19,10 @@ from pbftd.core.messages import Batch, Request, Submit
 from tests.core.harness import CHAIN_ID, GENESIS_HASH, GENESIS_TIME_MS, Peers
 
 SIZES = range(1, 41)
+
+
+def merkle_path(leaves: list[bytes], index: int) -> list[bytes]:
+    return merkle_root_and_path(leaves, index)[1]
 
 
 def _leaves(n: int) -> list[bytes]:
