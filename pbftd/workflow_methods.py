@@ -22,14 +22,14 @@ from typing import Any
 
 from rpc.chain_methods import HEX64
 from rpc.errors import RpcError
-from rpc.jsonrpc import Dispatcher, RpcContext
+from rpc.jsonrpc import Dispatcher, RateCost, RpcContext
 
 from .evidence import CASE_NO_CHARS_MAX
 from .rpcwrite import submit_write
 from .workflows import WorkflowError, encode_op, reads
 from .workflows.ops import ASSET_TERM_YEARS, CLOSURE_MODES, KINDS, RECORD_TYPES, REPORT_RESULTS
 
-__all__ = ["register_workflow_methods"]
+__all__ = ["LIST_COST", "register_workflow_methods", "requested_page"]
 
 CASE_READ, CASE_WRITE = "case:read", "case:write"
 ENF_READ, ENF_WRITE = "enforcement:read", "enforcement:write"
@@ -40,6 +40,27 @@ REFUSED = -32020
 _CODES = {"invalid_params": INVALID_PARAMS, "forbidden": FORBIDDEN, "not_found": NOT_FOUND}
 
 # ------------------------------------------------------------------ schemas
+
+# What a listing costs its caller (rpc/jsonrpc.py RateCost; tokens of about
+# 0.5 ms of the node's CPU).  A page's work grows with its size: in process,
+# 3,000 freeze orders in RocksDB, per unit of limit, enforcement.expiring 54 us
+# and agency.orders 75 us (with the answer's digest), 116 us when its status
+# filter matches nothing and the page reads its SCAN_PER_ITEM entries per
+# item (docs/OPERATIONS.md, section 9).
+LIST_ITEMS_PER_TOKEN = 4
+
+
+def requested_page(params: dict[str, Any]) -> int:
+    """The page size a listing asks for, before validation (the default when
+    absent; 0 for a value that validation will refuse anyway)."""
+    limit = params.get("limit", reads.PAGE_DEFAULT)
+    if type(limit) is not int:
+        return 0
+    return min(max(limit, 0), reads.LIST_LIMIT_MAX)
+
+
+LIST_COST = RateCost(base=1, per=LIST_ITEMS_PER_TOKEN, unit="items per page (limit)",
+                     measure=requested_page)
 
 _STR = {"type": "string", "minLength": 1, "maxLength": 200}
 _CASE_NO = {"type": "string", "minLength": 1, "maxLength": CASE_NO_CHARS_MAX,
@@ -118,21 +139,30 @@ _AS_OF = {"type": "integer", "minimum": 0, "description": "the committed height 
 _AUDIT = {**HEX64, "description": "the audit.read transaction recording this read (its digest "
                                  "covers the answer without this member)"}
 CASE_GET_RESULT = _params(["case", "as_of_height"], case=_OBJ, as_of_height=_AS_OF)
+# Listings come a page at a time (workflows/reads.py ``_page``).
+_PAGE = {
+    "limit": {"type": "integer", "minimum": 1, "maximum": reads.LIST_LIMIT_MAX,
+              "description": f"items per page (default {reads.PAGE_DEFAULT}); a page looks at "
+                             f"{reads.SCAN_PER_ITEM} index entries per item at most, so a "
+                             "narrow filter may give a short or empty page with next set"},
+    "after": {"type": "string", "minLength": 1, "maxLength": 1024,
+              "description": "the next cursor of the previous page"},
+}
+_NEXT = {"type": ["string", "null"],
+         "description": "the cursor for after; null when the listing is complete"}
 CASE_LIST = _params([], court={"type": "string", "minLength": 1, "maxLength": 64},
                     state={"enum": list(reads.CASE_STATES)}, due_from=_DATE, due_to=_DATE,
-                    limit={"type": "integer", "minimum": 1, "maximum": reads.LIST_LIMIT_MAX},
-                    after={"type": "string", "minLength": 1, "maxLength": 1024,
-                           "description": "the next cursor of the previous page"})
-CASE_LIST_RESULT = _params(["cases", "next", "as_of_height"], cases=_CASES,
-                           next={"type": ["string", "null"]}, as_of_height=_AS_OF)
-EXPIRING = _params(["days"], days={"type": "integer", "minimum": 0, "maximum": 3660})
-ORDERS_RESULT = _params(["orders", "as_of_height"], orders=_CASES, as_of_height=_AS_OF,
-                        agency={"type": "string"}, audit_tx_id=_AUDIT)
+                    **_PAGE)
+CASE_LIST_RESULT = _params(["cases", "next", "as_of_height"], cases=_CASES, next=_NEXT,
+                           as_of_height=_AS_OF)
+EXPIRING = _params(["days"], days={"type": "integer", "minimum": 0, "maximum": 3660}, **_PAGE)
+ORDERS_RESULT = _params(["orders", "next", "as_of_height"], orders=_CASES, next=_NEXT,
+                        as_of_height=_AS_OF, agency={"type": "string"}, audit_tx_id=_AUDIT)
 TRAIL = _params(["enforcement_case_no"], enforcement_case_no=_CASE_NO)
 TRAIL_RESULT = _params(["enforcement", "trail", "orders", "as_of_height"], enforcement=_OBJ,
                        trail=_CASES, orders=_CASES, as_of_height=_AS_OF)
 AGENCY_ORDERS = _params([], status={"enum": ["open", "done", "partial", "refused", "expired",
-                                             "renewed"]}, agency=_AGENCY)
+                                             "renewed"]}, agency=_AGENCY, **_PAGE)
 DISHONEST = _params(["party_ref"], party_ref=_REF, agency=_AGENCY)
 DISHONEST_RESULT = _params(["party_ref", "listed", "listings", "as_of_height"],
                            party_ref=HEX64, listed={"type": "boolean"}, listings=_CASES,
@@ -270,14 +300,14 @@ def _register_case_reads(dispatcher: Dispatcher, node: Any) -> None:
 
     @dispatcher.method(
         "case.list", scope=CASE_READ, params_schema=CASE_LIST, result_schema=CASE_LIST_RESULT,
-        result_name="cases", errors=_read_errors(),
+        result_name="cases", errors=_read_errors(), cost=LIST_COST,
         summary="Cases filtered by registering court, state and due dates (inclusive), a page "
                 "at a time (next: the cursor for after).")
     def case_list(params: dict[str, Any], _ctx: RpcContext) -> dict[str, Any]:
         return _answer(node, lambda: reads.case_list(
             wf.state(), court=params.get("court"), state_is=params.get("state"),
             due_from=params.get("due_from"), due_to=params.get("due_to"),
-            limit=params.get("limit", 100), after=params.get("after")))
+            limit=params.get("limit", reads.PAGE_DEFAULT), after=params.get("after")))
 
 
 def _register_enforcement_reads(dispatcher: Dispatcher, node: Any) -> None:
@@ -286,13 +316,16 @@ def _register_enforcement_reads(dispatcher: Dispatcher, node: Any) -> None:
     @dispatcher.method(
         "enforcement.expiring", scope=ENF_READ, params_schema=EXPIRING,
         result_schema=ORDERS_RESULT, result_name="expiring", errors=_read_errors(),
+        cost=LIST_COST,
         summary="Freeze and seizure orders of cases this court handles or supervises whose "
-                "term expires within days of the last block's time, soonest first.")
+                "term expires within days of the last block's time, soonest first, a page at "
+                "a time.")
     def expiring(params: dict[str, Any], _ctx: RpcContext) -> dict[str, Any]:
         now_ms = node.chain.tip().time_ms
-        return _answer(node, lambda: {"orders": reads.enforcement_expiring(
+        return _answer(node, lambda: reads.enforcement_expiring(
             wf.state(), now_ms, params["days"], reader_court=me,
-            is_supervisor=genesis.is_supervisor)})
+            is_supervisor=genesis.is_supervisor,
+            limit=params.get("limit", reads.PAGE_DEFAULT), after=params.get("after")))
 
     @dispatcher.method(
         "enforcement.trail", scope=ENF_READ, params_schema=TRAIL, result_schema=TRAIL_RESULT,
@@ -319,14 +352,17 @@ def _register_agency_reads(dispatcher: Dispatcher, node: Any) -> None:
 
     @dispatcher.method(
         "agency.orders", params_schema=AGENCY_ORDERS, result_schema=ORDERS_RESULT,
-        result_name="orders", errors=_read_errors(),
+        result_name="orders", errors=_read_errors(), cost=LIST_COST,
         summary="Freeze, seizure and deduction orders addressed to the calling agency "
-                "(token scope agency:<id>) and only those; the read is recorded on chain.")
+                "(token scope agency:<id>) and only those, a page at a time; each page read "
+                "is recorded on chain.")
     async def orders(params: dict[str, Any], ctx: RpcContext) -> dict[str, Any]:
-        query = {k: params[k] for k in ("status",) if k in params}
+        query = {k: params[k] for k in ("status", "limit", "after") if k in params}
         return await audited(ctx, params, "agency.orders", query, lambda agency: {
             "agency": agency,
-            "orders": reads.agency_orders(wf.state(), agency, status=params.get("status"))})
+            **reads.agency_orders(wf.state(), agency, status=params.get("status"),
+                                  limit=params.get("limit", reads.PAGE_DEFAULT),
+                                  after=params.get("after"))})
 
     @dispatcher.method(
         "agency.checkDishonest", params_schema=DISHONEST, result_schema=DISHONEST_RESULT,

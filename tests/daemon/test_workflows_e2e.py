@@ -205,8 +205,8 @@ def test_freeze_warns_settlement_resumes_agencies_and_trail_access(cluster: Clus
             "asset_class": "bank_deposit", "term_end": _day(400),
             "debtor_ref": case["debtor"]})
     assert too_long.value.code == -32602 and too_long.value.data["member"] == "term_end"
-    assert [o["order_id"] for o in mid.call("enforcement.expiring", {"days": 7})["orders"]] \
-        == [oid]
+    expiring = mid.call("enforcement.expiring", {"days": 7, "limit": 1})
+    assert [o["order_id"] for o in expiring["orders"]] == [oid] and expiring["next"] is None
 
     # settlement, then the creditor reports it not performed: enforcement resumes
     _write(cluster, MID, "enforcement.record", {"enforcement_case_no": ecn, "type": "settlement",
@@ -223,7 +223,7 @@ def test_freeze_warns_settlement_resumes_agencies_and_trail_access(cluster: Clus
     bank = RpcClient(court.rpc_url, (court.folder / f"{TESTNET_AGENCY}.token").read_text()
                      .strip(), timeout_s=30)
     orders = bank.call("agency.orders", {})
-    assert [o["order_id"] for o in orders["orders"]] == [oid]
+    assert [o["order_id"] for o in orders["orders"]] == [oid] and orders["next"] is None
     assert {o["agency"] for o in orders["orders"]} == {TESTNET_AGENCY}
     reported = bank.call("agency.report", {"order_id": oid, "result": "done", "wait": True})
     assert reported["result"]["status"] == "done"

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from pbftd.evidence_batch import BATCH_COST, ITEMS_MAX
 from pbftd.proof_methods import HEADERS_COST
+from pbftd.workflow_methods import LIST_COST, register_workflow_methods
+from pbftd.workflows.reads import PAGE_DEFAULT
 from rpc.jsonrpc import ANONYMOUS, Dispatcher, RateCost
 from rpc.ratelimit import (
     RATE_LIMITED,
@@ -210,3 +214,29 @@ def test_the_cost_of_headers_counts_the_range_asked_for(params: dict[str, object
 def test_the_cost_of_an_attest_batch_counts_its_items(params: dict[str, object],
                                                        cost: int) -> None:
     assert BATCH_COST.of(params) == cost
+
+
+@pytest.mark.parametrize(("params", "cost"), [
+    ({}, 1 + PAGE_DEFAULT // 4),
+    ({"limit": 500}, 1 + 500 // 4),
+    ({"limit": 3}, 1),
+    ({"limit": 10**9}, 1 + 500 // 4),  # refused later; priced at most
+    ({"limit": -5}, 1),
+    ({"limit": True}, 1),
+    ({"limit": "500"}, 1),
+    ({"limit": 500.0}, 1),
+])
+def test_the_cost_of_a_listing_counts_the_page_asked_for(params: dict[str, object],
+                                                         cost: int) -> None:
+    assert LIST_COST.of(params) == cost
+
+
+def test_the_workflow_listings_are_priced_by_their_page() -> None:
+    dispatcher = Dispatcher()
+    node = SimpleNamespace(workflows=None, genesis=None, court=SimpleNamespace(id="spc"))
+    register_workflow_methods(dispatcher, node)
+    methods = {m["name"]: m for m in dispatcher.discover()["methods"]}
+    for name in ("case.list", "enforcement.expiring", "agency.orders"):
+        assert methods[name]["x-rate-cost"] == {"tokens": 1, "plus_one_per": 4,
+                                                "of": "items per page (limit)"}, name
+    assert methods["case.get"]["x-rate-cost"] == {"tokens": 1}

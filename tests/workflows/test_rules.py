@@ -241,8 +241,9 @@ def test_freeze_warns_at_30_and_7_days_then_expires() -> None:
     assert [(e["topic"], e["lead_days"], e["order_id"]) for e in w30] == [
         ("enforcement.termExpiring", 30, oid)]
     listed = reads.enforcement_expiring(chain.state, chain.time_ms, 30)
-    assert [o["order_id"] for o in listed] == [oid]
-    assert reads.enforcement_expiring(chain.state, at(2020, 12, 1), 30) == []
+    assert [o["order_id"] for o in listed["orders"]] == [oid] and listed["next"] is None
+    assert reads.enforcement_expiring(chain.state, at(2020, 12, 1), 30) == {
+        "orders": [], "next": None}
     assert chain.block(expires - 7 * DAY_MS - 1, []).events == []
     w7 = chain.block(expires - 7 * DAY_MS, []).events
     assert [(e["topic"], e["lead_days"]) for e in w7] == [("enforcement.termExpiring", 7)]
@@ -280,7 +281,7 @@ def test_renewal_before_expiry_replaces_the_warnings() -> None:
         mk, "freeze", agency=BANK, asset_class="bank_deposit", term_end="2021-12-20",
         debtor_ref=ref("d" + CN), renews=oid)]))["order_id"]
     assert chain.block(at(2021, 1, 5), []).events == []   # old term: nothing fires
-    orders = {o["order_id"]: o for o in reads.agency_orders(chain.state, BANK)}
+    orders = {o["order_id"]: o for o in reads.agency_orders(chain.state, BANK)["orders"]}
     assert orders[oid]["status"] == "renewed" and orders[new]["renews"] == oid
 
 
@@ -326,8 +327,9 @@ def test_a_bank_sees_and_answers_only_its_own_orders() -> None:
                 term_end="2023-10-01", debtor_ref=ref("d" + CN)),
     ])
     mine, theirs = _ok(out, 0)["order_id"], _ok(out, 1)["order_id"]
-    assert [o["order_id"] for o in reads.agency_orders(chain.state, BANK)] == [mine]
-    assert [o["order_id"] for o in reads.agency_orders(chain.state, OTHER_BANK)] == [theirs]
+    assert [o["order_id"] for o in reads.agency_orders(chain.state, BANK)["orders"]] == [mine]
+    assert [o["order_id"] for o in reads.agency_orders(chain.state, OTHER_BANK)["orders"]] == [
+        theirs]
     out = chain.block(at(2020, 10, 13), [
         mk.op("cc-nanguan", "agency.report", {"order_id": theirs, "agency": BANK,
                                               "result": "done", "amount_fen": 5}),
