@@ -11,7 +11,8 @@ import os
 import sys
 
 from . import BenchError, BenchOptions, OptionError, run_bench, write_json
-from .options import DEFAULT_CLIENTS, MODES
+from .options import DEFAULT_CLIENTS, MODES, REPEAT_MAX
+from .series import run_series
 
 __all__ = ["BenchError", "OptionError", "add_arguments", "options_from_args", "run_command"]
 
@@ -62,6 +63,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=int, default=100_000,
                    help="catchup: attestations to load before wiping one validator "
                         "(default 100000)")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run N times, each on a fresh local cluster, and report the median "
+                        f"of each figure with the runs' values (1-{REPEAT_MAX}, default 1; "
+                        "figures are worth quoting as medians of 3 or more)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
 
 
@@ -72,7 +77,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         batch_size=args.batch_size, rate=args.rate, read_ratio=args.read_ratio,
         duration_s=args.duration, warmup_s=args.warmup, title_chars=args.title_chars,
         call_timeout_s=args.call_timeout, keep_dir=args.keep_dir,
-        settings=list(args.settings), count=args.count).check()
+        settings=list(args.settings), count=args.count, repeat=args.repeat).check()
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -84,7 +89,8 @@ def run_command(args: argparse.Namespace) -> int:
                 os.path.isdir(args.json):
             raise OptionError(f"cannot write --json {args.json}")
     try:
-        report = run_bench(opts)
+        report = run_bench(opts) if opts.repeat == 1 else run_series(opts, opts.repeat,
+                                                                      run_bench)
     except (BenchError, FileExistsError) as exc:
         print(f"pbftd bench: {exc}", file=sys.stderr)
         return 1

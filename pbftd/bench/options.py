@@ -14,10 +14,11 @@ from config.settings import Settings, settings_from_dict
 from ..evidence_batch import ITEMS_MAX
 from .http import split_url
 
-__all__ = ["MODES", "VALIDATOR_COUNTS", "BenchOptions", "OptionError"]
+__all__ = ["MODES", "REPEAT_MAX", "VALIDATOR_COUNTS", "BenchOptions", "OptionError"]
 
 MODES = ("attest", "batch", "open", "mixed", "catchup")
 VALIDATOR_COUNTS = (4, 7, 10)
+REPEAT_MAX = 20
 DEFAULT_CLIENTS = {"attest": 64, "batch": 8, "open": 256, "mixed": 64, "catchup": 8}
 # --set [section.]key=value: a node setting for every node of the local cluster
 _SETTING = re.compile(r"(?:([a-z0-9_]+)\.)?([a-z0-9_]+)=(\S.*)")
@@ -51,6 +52,7 @@ class BenchOptions:
     stop_grace_s: float = 15.0
     settings: list[str] = field(default_factory=list)  # "[section.]key=toml value"
     count: int = 100_000  # catchup: attestations loaded before the wipe
+    repeat: int = 1  # runs of a series (bench/series.py)
 
     @property
     def local(self) -> bool:
@@ -85,6 +87,10 @@ class BenchOptions:
             if self.mode == "catchup":
                 raise OptionError("--mode catchup needs a local cluster")
         node_settings = _check_settings(self.settings)
+        if not 1 <= self.repeat <= REPEAT_MAX:
+            raise OptionError(f"--repeat must be between 1 and {REPEAT_MAX}")
+        if self.repeat > 1 and self.keep_dir:
+            raise OptionError("--keep-dir keeps one cluster; it cannot be used with --repeat")
         if not 1 <= self.count <= 100_000_000:
             raise OptionError("--count must be between 1 and 100000000")
         if self.clients is None:

@@ -81,14 +81,22 @@ def test_batch_smoke(tmp_path: Path) -> None:
     assert report["latency_unit"] == "batch call"
 
 
-def test_open_loop_smoke(tmp_path: Path) -> None:
-    report, stdout = _bench(tmp_path, "--mode", "open", "--rate", "50", "--duration", "3",
-                            "--warmup", "1")
-    _check_common(report, stdout)
-    ol = report["open_loop"]
-    assert ol["scheduled"] > 0
-    assert 0 <= ol["late"] <= ol["scheduled"]
-    assert ol["max_send_lag_ms"] >= 0
+def test_open_loop_smoke_twice_with_the_medians(tmp_path: Path) -> None:
+    series, stdout = _bench(tmp_path, "--mode", "open", "--rate", "50", "--duration", "3",
+                            "--warmup", "1", "--repeat", "2")
+    assert series["pbftd_bench_series"] == 1 and series["repeat"] == 2
+    runs = series["runs"]
+    assert len(runs) == 2 and len({n["pid"] for r in runs for n in r["nodes"]}) == 8
+    for report in runs:
+        _check_common(report, stdout)
+        ol = report["open_loop"]
+        assert ol["scheduled"] > 0
+        assert 0 <= ol["late"] <= ol["scheduled"]
+        assert ol["max_send_lag_ms"] >= 0
+    throughputs = [r["throughput_per_s"] for r in runs]
+    assert series["values"]["throughput_per_s"] == throughputs
+    assert series["median"]["throughput_per_s"] == sum(throughputs) / 2
+    assert "median of 2 runs" in stdout and stdout.count("pbftd bench: open") == 2
 
 
 def test_catchup_smoke(tmp_path: Path) -> None:
@@ -175,6 +183,8 @@ def test_settings_land_in_the_nodes_config(tmp_path: Path) -> None:
      "needs 257 connections to each validator"),
     (["--mode", "mixed", "--clients", "300", "--set", "rpc.connections_per_address_max=100"],
      "use fewer clients or --set rpc.connections_per_address_max=151"),
+    (["--repeat", "0"], "--repeat must be between 1 and 20"),
+    (["--repeat", "3", "--keep-dir", "/tmp/x"], "cannot be used with --repeat"),
 ])
 def test_bad_arguments_one_line(args: list[str], message: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "pbftd.cli", "bench", *args],
