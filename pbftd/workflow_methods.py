@@ -17,6 +17,7 @@ agency read is recorded on chain (``audit.read``) before it is answered.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +30,7 @@ from .rpcwrite import submit_write
 from .workflows import WorkflowError, encode_op, reads
 from .workflows.ops import ASSET_TERM_YEARS, CLOSURE_MODES, KINDS, RECORD_TYPES, REPORT_RESULTS
 
-__all__ = ["LIST_COST", "register_workflow_methods", "requested_page"]
+__all__ = ["LIST_COST", "orders_query", "register_workflow_methods", "requested_page"]
 
 CASE_READ, CASE_WRITE = "case:read", "case:write"
 ENF_READ, ENF_WRITE = "enforcement:read", "enforcement:write"
@@ -277,6 +278,19 @@ def _answer(node: Any, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         raise refusal(exc) from None
 
 
+def orders_query(params: dict[str, Any]) -> dict[str, Any]:
+    """What an agency.orders page records on chain as its query: the filter,
+    the page size and the cursor's SHA-256.  Not the cursor itself: it is the
+    hex of an index key (agency id and order id), often longer than a text on
+    chain may be (200 characters), and its digit runs (the hex of ASCII
+    digits and brackets is all digits) could pass for an identity number to
+    the chain's checks (workflows/validate.py ``want_text``)."""
+    query = {k: params[k] for k in ("status", "limit") if k in params}
+    if "after" in params:
+        query["after_sha256"] = hashlib.sha256(params["after"].encode()).hexdigest()
+    return query
+
+
 def _read_errors() -> list[tuple[int, str]]:
     return [(INVALID_PARAMS, "Invalid params"), (FORBIDDEN, "forbidden"),
             (NOT_FOUND, "not found")]
@@ -357,8 +371,7 @@ def _register_agency_reads(dispatcher: Dispatcher, node: Any) -> None:
                 "(token scope agency:<id>) and only those, a page at a time; each page read "
                 "is recorded on chain.")
     async def orders(params: dict[str, Any], ctx: RpcContext) -> dict[str, Any]:
-        query = {k: params[k] for k in ("status", "limit", "after") if k in params}
-        return await audited(ctx, params, "agency.orders", query, lambda agency: {
+        return await audited(ctx, params, "agency.orders", orders_query(params), lambda agency: {
             "agency": agency,
             **reads.agency_orders(wf.state(), agency, status=params.get("status"),
                                   limit=params.get("limit", reads.PAGE_DEFAULT),

@@ -8,9 +8,13 @@ every item exactly once, in index order.
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
+from pbftd.workflow_methods import orders_query
 from pbftd.workflows import MemoryState, WorkflowError, reads
+from pbftd.workflows import keys as K
 from pbftd.workflows.reads import SCAN_PER_ITEM
 
 from .harness import Chain, TxMaker, at, ref
@@ -133,3 +137,23 @@ class _CountingState(MemoryState):
         for item in super().iter_prefix(prefix, start):
             self.reads += 1
             yield item
+
+
+def test_an_agency_orders_page_with_a_cursor_can_be_recorded_on_chain(chain) -> None:
+    """The audit.read of a later page must pass the chain's own checks. The
+    raw cursor need not: it is the hex of a key, over the chain's 200
+    characters for a long agency id and case number."""
+    c, _ids, _done = chain
+    first = reads.agency_orders(c.state, BANK, limit=2)
+    params = {"limit": 2, "after": first["next"]}
+    second = {"agency": BANK, **reads.agency_orders(c.state, BANK, **params), "as_of_height": 3}
+    query = orders_query(params)
+    assert query == {"limit": 2, "after_sha256": hashlib.sha256(
+        first["next"].encode()).hexdigest()}
+    assert reads.audit_read_payload(f"agency:{BANK}", "agency.orders", query, second, 3)
+    long_cursor = K.order_by_agency("a" * 64, "(2020)" + "吉" * 40 + "执1号#1").hex()
+    long = {"status": "open", "after": long_cursor}
+    with pytest.raises(WorkflowError):   # what recording the cursor itself would do
+        reads.audit_read_payload(f"agency:{BANK}", "agency.orders", long, second, 3)
+    assert reads.audit_read_payload(f"agency:{BANK}", "agency.orders", orders_query(long),
+                                    second, 3)
