@@ -81,7 +81,7 @@ def format_summary(summary: dict[str, Any], mode: str, runs: int) -> list[str]:
         if med is None:
             continue
         runs_text = " / ".join("-" if v is None else f"{v:g}" for v in got)
-        lines.append(f"  {label:<22} {med:g} {unit}  (runs: {runs_text})".rstrip())
+        lines.append(f"  {label:<22} {med:g}{' ' + unit if unit else ''}  (runs: {runs_text})")
     return lines
 
 

@@ -30,6 +30,7 @@ def test_each_figure_is_the_median_of_the_runs_that_measured_it() -> None:
     lines = format_summary(s, "batch", 3)
     assert lines[0] == "pbftd bench: median of 3 runs (batch)"
     assert "  committed              7100 /s  (runs: 6300 / 7200 / 7100)" in lines
+    assert "  view changes           0  (runs: 0 / 1 / 0)" in lines
     assert any(line.startswith("  peak rss") and "(runs: 72 / 75 / -)" in line
                for line in lines)
     assert not any("rss growth" in line for line in lines)   # measured by no run
