@@ -159,9 +159,10 @@ CASE_LIST_RESULT = _params(["cases", "next", "as_of_height"], cases=_CASES, next
 EXPIRING = _params(["days"], days={"type": "integer", "minimum": 0, "maximum": 3660}, **_PAGE)
 ORDERS_RESULT = _params(["orders", "next", "as_of_height"], orders=_CASES, next=_NEXT,
                         as_of_height=_AS_OF, agency={"type": "string"}, audit_tx_id=_AUDIT)
-TRAIL = _params(["enforcement_case_no"], enforcement_case_no=_CASE_NO)
-TRAIL_RESULT = _params(["enforcement", "trail", "orders", "as_of_height"], enforcement=_OBJ,
-                       trail=_CASES, orders=_CASES, as_of_height=_AS_OF)
+TRAIL = _params(["enforcement_case_no"], enforcement_case_no=_CASE_NO, **_PAGE)
+TRAIL_RESULT = _params(["enforcement", "trail", "orders", "next", "as_of_height"],
+                       enforcement=_OBJ, trail=_CASES, orders=_CASES, next=_NEXT,
+                       as_of_height=_AS_OF)
 AGENCY_ORDERS = _params([], status={"enum": ["open", "done", "partial", "refused", "expired",
                                              "renewed"]}, agency=_AGENCY, **_PAGE)
 DISHONEST = _params(["party_ref"], party_ref=_REF, agency=_AGENCY)
@@ -343,12 +344,14 @@ def _register_enforcement_reads(dispatcher: Dispatcher, node: Any) -> None:
 
     @dispatcher.method(
         "enforcement.trail", scope=ENF_READ, params_schema=TRAIL, result_schema=TRAIL_RESULT,
-        result_name="trail", errors=_read_errors(),
-        summary="The full audit trail of an enforcement case, for the handling court and the "
-                "courts above it in the genesis hierarchy only.")
+        result_name="trail", errors=_read_errors(), cost=LIST_COST,
+        summary="The audit trail of an enforcement case, a page of entries at a time with the "
+                "orders they made, for the handling court and the courts above it in the "
+                "genesis hierarchy only.")
     def trail(params: dict[str, Any], _ctx: RpcContext) -> dict[str, Any]:
         return _answer(node, lambda: reads.enforcement_trail(
-            wf.state(), me, params["enforcement_case_no"], genesis.is_supervisor))
+            wf.state(), me, params["enforcement_case_no"], genesis.is_supervisor,
+            limit=params.get("limit", reads.PAGE_DEFAULT), after=params.get("after")))
 
 
 def _register_agency_reads(dispatcher: Dispatcher, node: Any) -> None:

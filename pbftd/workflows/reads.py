@@ -162,8 +162,12 @@ def enforcement_get(state: State, case_no: str) -> dict[str, Any] | None:
 
 
 def enforcement_trail(state: State, reader_court: str, case_no: str,
-                      is_supervisor: Callable[[str, str], bool]) -> dict[str, Any]:
-    """The full audit trail, for the handling court and every court above it."""
+                      is_supervisor: Callable[[str, str], bool], *,
+                      limit: int = PAGE_DEFAULT, after: str | None = None) -> dict[str, Any]:
+    """The audit trail, a page of entries at a time (``_page``) with the
+    orders those entries made, for the handling court and every court above
+    it."""
+    want_int(limit, "limit", 1, LIST_LIMIT_MAX)
     enf = get_obj(state, K.enf(want_case_no(normalise_texts(case_no), "enforcement_case_no")))
     if enf is None:
         raise WorkflowError("not_found", f"no enforcement case {case_no!r}",
@@ -171,11 +175,13 @@ def enforcement_trail(state: State, reader_court: str, case_no: str,
     if not is_supervisor(reader_court, enf["court"]):
         raise WorkflowError("forbidden", f"court {reader_court!r} neither handles nor "
                             f"supervises the enforcement case's court", "enforcement_case_no")
-    entries = [public(codec.decode(raw, size_max=1 << 20))
-               for _k, raw in state.iter_prefix(K.trail(enf["case_no"]))]
+    prefix = K.trail(enf["case_no"])
+    entries, next_cursor = _page(state.iter_prefix(prefix, _resume(prefix, prefix, after)),
+                                 lambda _key, raw: public(codec.decode(raw, size_max=1 << 20)),
+                                 limit)
     orders = [public(get_obj(state, K.order(e["details"]["order_id"])))
               for e in entries if e["type"] in ("freeze", "seizure", "deduction")]
-    return {"enforcement": public(enf), "trail": entries, "orders": orders}
+    return {"enforcement": public(enf), "trail": entries, "orders": orders, "next": next_cursor}
 
 
 def enforcement_expiring(state: State, now_ms: int, days: int, *,

@@ -239,6 +239,7 @@ def test_freeze_warns_settlement_resumes_agencies_and_trail_access(cluster: Clus
     assert not_agency.value.code == -32001
 
     trail = mid.call("enforcement.trail", {"enforcement_case_no": ecn})
+    assert trail["next"] is None
     types = [e["type"] for e in trail["trail"]]
     assert types[0] == "filing" and "agency_report" in types and types.count("settlement") == 2
     assert _client(cluster, HIGH).call("enforcement.trail", {"enforcement_case_no": ecn})

@@ -236,7 +236,7 @@ def test_the_workflow_listings_are_priced_by_their_page() -> None:
     node = SimpleNamespace(workflows=None, genesis=None, court=SimpleNamespace(id="spc"))
     register_workflow_methods(dispatcher, node)
     methods = {m["name"]: m for m in dispatcher.discover()["methods"]}
-    for name in ("case.list", "enforcement.expiring", "agency.orders"):
+    for name in ("case.list", "enforcement.expiring", "enforcement.trail", "agency.orders"):
         assert methods[name]["x-rate-cost"] == {"tokens": 1, "plus_one_per": 4,
                                                 "of": "items per page (limit)"}, name
     assert methods["case.get"]["x-rate-cost"] == {"tokens": 1}

@@ -1,4 +1,5 @@
-"""Listings a page at a time: case.list, enforcement.expiring, agency.orders.
+"""Listings a page at a time: case.list, enforcement.expiring, enforcement.trail
+and agency.orders.
 
 Each page returns at most ``limit`` items and reads at most
 ``SCAN_PER_ITEM * limit`` index entries, so no call walks a whole index
@@ -17,8 +18,8 @@ from pbftd.workflows import MemoryState, WorkflowError, reads
 from pbftd.workflows import keys as K
 from pbftd.workflows.reads import SCAN_PER_ITEM
 
-from .harness import Chain, TxMaker, at, ref
-from .test_rules import BANK, CN, OTHER_BANK, _ok, _record, filed
+from .harness import GENESIS, Chain, TxMaker, at, ref
+from .test_rules import BANK, CN, COURT, ECN, OTHER_BANK, _ok, _record, filed
 
 ORDERS = 23
 
@@ -105,6 +106,26 @@ def test_expiring_pages_soonest_first_and_the_court_filter_is_bounded_too(chain)
         c.state, now, 365, reader_court="x", is_supervisor=lambda _r, _c: False, **kw), 2)
     assert all(items == [] for items, _ in pages)
     assert len(pages) == -(-(ORDERS + 1) // (SCAN_PER_ITEM * 2))
+
+
+def test_the_trail_pages_with_the_orders_of_each_pages_entries(chain) -> None:
+    c, _ids, _done = chain
+    whole = reads.enforcement_trail(c.state, COURT, ECN, GENESIS.is_supervisor, limit=500)
+    assert whole["next"] is None and len(whole["trail"]) > ORDERS
+    pages, after = [], None
+    while True:
+        page = reads.enforcement_trail(c.state, COURT, ECN, GENESIS.is_supervisor, limit=5,
+                                       after=after)
+        assert len(page["trail"]) <= 5 and page["enforcement"] == whole["enforcement"]
+        made = [e["details"]["order_id"] for e in page["trail"] if e["type"] == "freeze"]
+        assert [o["order_id"] for o in page["orders"]] == made
+        pages.append(page)
+        after = page["next"]
+        if after is None:
+            break
+    assert [e for p in pages for e in p["trail"]] == whole["trail"]
+    assert [o for p in pages for o in p["orders"]] == whole["orders"]
+    assert len(pages) == -(-len(whole["trail"]) // 5)
 
 
 def test_a_page_never_reads_more_than_its_bound() -> None:
