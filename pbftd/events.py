@@ -51,11 +51,20 @@ from .chainstore import stored_txs
 from .core.chain import BlockHeader
 from .workflows import EVENT_TOPICS
 
-__all__ = ["PAGE_BLOCKS", "TOPICS", "BlockSource", "ChainEventSource", "EventHub",
-           "register_event_methods"]
+__all__ = ["PAGE_BLOCKS", "READ_PER_TOKEN", "SENT_PER_TOKEN", "TOPICS", "BlockSource",
+           "ChainEventSource", "EventHub", "register_event_methods"]
 
 TOPICS = ("blocks", "attestations", *EVENT_TOPICS)
 PAGE_BLOCKS = 100
+# What a subscription's deliveries spend from its caller's rate bucket
+# (rpc/jsonrpc.py RateCost: tokens of about 0.5 ms of the node's CPU).  In
+# process, reading a stored block's events costs about 23 us an event (a
+# 1,000-attestation block: 22-27 ms) and sending one about 11 us to encode
+# plus the websocket frame.  Without a price a token could replay the whole
+# chain from height 1, on up to 16 subscriptions a connection, for nothing.
+# A subscription over its rate is paced (it waits for tokens), not dropped.
+SENT_PER_TOKEN = 10
+READ_PER_TOKEN = 20
 CACHE_BLOCKS = 256
 CACHE_EVENTS_MAX = 20_000  # also bounded by events: a block can hold 10,000 attestations
 EVENTS_READ = "evidence:read"
@@ -162,9 +171,14 @@ class EventHub:
             await self._changed.wait()
 
     def events_at(self, height: int) -> list[Event] | None:
+        return self.read(height)[0]
+
+    def read(self, height: int) -> tuple[list[Event] | None, bool]:
+        """Block ``height``'s events, and whether they were read from the
+        store for this call (False: the recent blocks' cache had them)."""
         cached = self._cache.get(height)
         if cached is not None:
-            return cached
+            return cached, False
         events = self.source.events_at(height)
         if events is not None and height > self.source.tip_height() - self._cache_blocks \
                 and len(events) <= self._cache_events_max:
@@ -173,7 +187,7 @@ class EventHub:
             while len(self._cache) > self._cache_blocks or \
                     self._cached_events > self._cache_events_max:
                 self._cached_events -= len(self._cache.popitem(last=False)[1])
-        return events
+        return events, True
 
 
 @dataclass
@@ -200,6 +214,7 @@ def _resume_hint(conn: Any) -> Callable[[], str | None]:
 
 async def _pump(hub: EventHub, conn: Any, sub: Subscription) -> None:
     hub.subscriptions += 1
+    owed = 0.0  # rate tokens of work done and not yet spent (below one)
     try:
         while True:
             tip = hub.tip_height()
@@ -208,16 +223,24 @@ async def _pump(hub: EventHub, conn: Any, sub: Subscription) -> None:
                 continue
             last = min(tip, sub.next_height + PAGE_BLOCKS - 1)
             for height in range(sub.next_height, last + 1):
-                events = hub.events_at(height)
+                events, from_store = hub.read(height)
                 if events is None:  # the store lost a block it reported: a bug
                     raise RuntimeError(f"block {height} missing below tip {tip}")
+                delivered = 0
                 for topic, event in events:
                     if topic in sub.topics:
                         await conn.notify("events.notify", {
                             "subscription": sub.id, "height": height, "topic": topic,
                             "event": event})
-                        sub.delivered += 1
+                        delivered += 1
+                sub.delivered += delivered
                 sub.next_height = height + 1
+                owed += delivered / SENT_PER_TOKEN + \
+                    (len(events) / READ_PER_TOKEN if from_store else 0.0)
+                if owed >= 1:
+                    tokens = int(owed)
+                    owed -= tokens
+                    await conn.spend(tokens)
             await trio.lowlevel.checkpoint()
     finally:
         hub.subscriptions -= 1
@@ -277,7 +300,10 @@ def register_event_methods(dispatcher: Dispatcher, hub: EventHub, *,
                 "only).",
         description=NOTIFY_DOC + " Each topic needs its read scope: blocks and attestations "
                                  "evidence:read, case.* case:read, enforcement.* and agency.* "
-                                 "enforcement:read.",
+                                 "enforcement:read. Deliveries spend the caller's rate tokens "
+                                 f"(1 per {SENT_PER_TOKEN} events sent, 1 per "
+                                 f"{READ_PER_TOKEN} read from stored blocks); over its rate "
+                                 "a subscription waits for tokens rather than being dropped.",
         errors=[(USE_WS, "use /ws"), (SUBSCRIPTIONS_FULL, "too many subscriptions"),
                 (FORBIDDEN, "forbidden")])
     def subscribe(params: dict[str, Any], ctx: RpcContext) -> dict[str, Any]:

@@ -105,6 +105,7 @@ class WsSession:
         self.scopes = ctx.scopes
         self.authenticated = ctx.authenticated
         self.rate_key = key
+        self.paced = 0  # times `spend` waited for tokens
         self.id = secrets.token_hex(6)
         # Free-form per-connection state for methods (events keep their subscriptions here).
         self.state: dict[str, Any] = {}
@@ -145,6 +146,17 @@ class WsSession:
         """
         await self._enqueue(encode_response(
             {"jsonrpc": "2.0", "method": method, "params": params}).decode("utf-8"))
+
+    async def spend(self, tokens: int) -> None:
+        """Charge work done for this connection outside any call (a
+        subscription's deliveries) to its caller's rate bucket, waiting while
+        the bucket is short: the work is paced, never refused."""
+        limiter = self.endpoint.rate_limiter
+        if limiter is None or tokens <= 0:
+            return
+        while (wait := limiter.take(self.rate_key, tokens)) is not None:
+            self.paced += 1
+            await trio.sleep(wait)
 
     def start_task(self, fn: Callable[[], Awaitable[None]], *,
                    after: trio.Event | None = None) -> trio.CancelScope:

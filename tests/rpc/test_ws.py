@@ -365,6 +365,43 @@ def test_replay_then_live_then_resume_after_reconnect_without_loss() -> None:
     serve(check, chain=chain)
 
 
+def test_a_replay_spends_the_callers_tokens_and_waits_for_more_without_loss() -> None:
+    """Reading stored blocks and sending their events is work for the node, so
+    a subscription spends its caller's rate tokens (1 per SENT_PER_TOKEN
+    events sent, 1 per READ_PER_TOKEN read from the store); when the bucket
+    is empty it waits for the refill instead of being dropped."""
+    chain = FakeChain(height=60, per_block=9)  # 10 events a block: 1.5 tokens each
+
+    async def check(s: Server) -> None:
+        seen: list[tuple[int, str, dict[str, Any]]] = []
+        async with open_websocket_url(s.url(), extra_headers=READER) as conn:
+            got = await rpc(conn, "events.subscribe",
+                            {"topics": ["blocks", "attestations"], "from_height": 1})
+            sub_id = got["result"]["subscription"]
+            session = _only_session(s)
+            sub = session.state["subscriptions"][sub_id]
+
+            async def until(condition: Callable[[], bool]) -> None:
+                while not condition():
+                    await trio.sleep(0.01)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_read_events, conn, seen, sub_id,
+                                   lambda: len(seen) == 60 * 10)
+                # a bucket of 2 x 10 tokens, 1 spent on the call: about 13 blocks
+                await until(lambda: session.paced > 0)
+                stopped_at = sub.next_height
+                assert 10 <= stopped_at - 1 <= 14
+                await until(lambda: session.paced >= 3)  # it keeps asking, gets nothing
+                assert sub.next_height == stopped_at
+                while sub.next_height <= 60:  # time passes: the bucket refills
+                    s.clock.now += 1
+                    await trio.sleep(0.01)
+        assert [(h, t) for h, t, _ in seen] == [
+            (h, t) for h in range(1, 61) for t in ["blocks"] + ["attestations"] * 9]
+    serve(check, chain=chain, rate_token=10)
+
+
 def test_topics_filter_and_live_only_without_from_height() -> None:
     chain = FakeChain(height=10, per_block=3)
 
