@@ -69,6 +69,7 @@ class RateLimiter:
         self.keys_max = keys_max
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
         self.refused = 0
+        self.paced = 0
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -95,12 +96,25 @@ class RateLimiter:
 
     def take(self, key: str, cost: int = 1) -> float | None:
         """Spend `cost` tokens: None if allowed, else seconds until it would be."""
+        wait = self._spend(key, cost)
+        if wait is not None:
+            self.refused += 1
+        return wait
+
+    def pace(self, key: str, cost: int) -> float | None:
+        """`take` for work that waits for its tokens instead of being refused
+        (a subscription's deliveries): a wait counts in `paced`, not `refused`."""
+        wait = self._spend(key, cost)
+        if wait is not None:
+            self.paced += 1
+        return wait
+
+    def _spend(self, key: str, cost: int) -> float | None:
         bucket, rate = self._bucket(key)
         need = min(float(cost), 2 * rate)
         if bucket.tokens >= need:
             bucket.tokens -= cost
             return None
-        self.refused += 1
         return (need - bucket.tokens) / rate
 
     def peek(self, key: str, cost: int = 1) -> float | None:

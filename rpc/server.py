@@ -148,6 +148,9 @@ class _RpcApp:
         if rate_limiter is not None:
             metrics.counter("pbftd_rpc_rate_limited_total", "calls refused by rate limits",
                             callback=lambda: rate_limiter.refused)
+            metrics.counter("pbftd_rpc_rate_paced_total",
+                            "waits of subscriptions for their caller's rate tokens",
+                            callback=lambda: rate_limiter.paced)
         self.http_requests = metrics.counter(
             "pbftd_rpc_http_requests_total", "HTTP requests by route and status",
             ("route", "status"))

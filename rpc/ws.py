@@ -154,7 +154,7 @@ class WsSession:
         limiter = self.endpoint.rate_limiter
         if limiter is None or tokens <= 0:
             return
-        while (wait := limiter.take(self.rate_key, tokens)) is not None:
+        while (wait := limiter.pace(self.rate_key, tokens)) is not None:
             self.paced += 1
             await trio.sleep(wait)
 

@@ -75,6 +75,18 @@ def test_a_costly_call_spends_its_tokens_and_a_huge_one_goes_into_debt() -> None
     assert wait == pytest.approx(23.5)
 
 
+def test_pacing_waits_like_take_but_is_not_a_refusal() -> None:
+    clock = FakeClock()
+    rl = limiter(clock, token=10)
+    assert rl.pace("token:a", 15) is None          # within the burst of 20
+    assert rl.pace("token:a", 10) == pytest.approx(0.5)   # 5 left: half a second for 10
+    assert (rl.paced, rl.refused) == (1, 0)
+    clock.now += 0.5
+    assert rl.pace("token:a", 10) is None
+    assert rl.take("token:a", 1) is not None       # a call, though, is refused
+    assert (rl.paced, rl.refused) == (1, 1)
+
+
 def test_peek_spends_nothing() -> None:
     clock = FakeClock()
     rl = limiter(clock)
