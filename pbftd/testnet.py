@@ -24,8 +24,8 @@ from pathlib import Path
 from config import Genesis, generate_key_file, generate_token, public_key_hex
 from config.secret_files import write_secret_file
 
-__all__ = ["CourtFiles", "free_base_port", "init_testnet", "spawn_daemon", "testnet_courts",
-           "up_testnet"]
+__all__ = ["CourtFiles", "free_base_port", "init_testnet", "listen_port_range", "spawn_daemon",
+           "testnet_courts", "up_testnet"]
 
 TIER_NAMES = [
     ("supreme", "spc", "最高人民法院"),
@@ -62,12 +62,37 @@ def _plan(nodes: int) -> list[tuple[str, str, str, str | None]]:
     return plan
 
 
+EPHEMERAL_PORTS_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def listen_port_range(ephemeral: tuple[int, int], count: int) -> tuple[int, int]:
+    """Where ``free_base_port`` looks: base ports below the kernel's
+    ephemeral range, else above it.  Outgoing connections take their local
+    port from that range, so a port found free inside it may be taken by a
+    connection (the bench's clients, peer links) before the daemon that was
+    given it binds it; the daemon then exits and the run fails.  Until
+    session 13 the search range was 30000-50000, most of it inside Linux's
+    default 32768-60999."""
+    low, high = ephemeral
+    if low - count > 10_000:
+        return 10_000, low - count
+    if high + 1 + count <= 65_535:
+        return high + 1, 65_536 - count
+    return 10_000, 65_536 - count  # no room outside it: the bind check must do
+
+
 def free_base_port(count: int, tries: int = 200) -> int:
     """A base port such that base..base+count-1 all bind on 127.0.0.1 now
-    (for bench runs and tests that start testnets beside others)."""
+    (for bench runs and tests that start testnets beside others), outside
+    the ephemeral port range (``listen_port_range``)."""
+    try:
+        ephemeral = tuple(map(int, EPHEMERAL_PORTS_FILE.read_text().split()))
+    except (OSError, ValueError):
+        ephemeral = (32768, 60999)  # Linux's default
+    low, high = listen_port_range((ephemeral[0], ephemeral[-1]), count)
     rng = random.Random()
     for _ in range(tries):
-        base = rng.randrange(30000, 50000 - count)
+        base = rng.randrange(low, high)
         socks: list[socket.socket] = []
         try:
             for port in range(base, base + count):

@@ -6,7 +6,6 @@ also bounds the whole test with a deadline.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
@@ -20,6 +19,7 @@ from p2p import WS_PATH, Mesh, MeshConfig, PeerInfo, raw_public_key
 from p2p.handshake import Handshaker
 from p2p.link import run_handshake
 from p2p.tls import dial_tls, make_tls
+from pbftd.testnet import free_base_port
 
 CHAIN = "court-chain-test"
 HOST = "127.0.0.1"
@@ -35,10 +35,9 @@ def run(test: Callable[[], Awaitable[None]]) -> None:
 
 
 def free_port() -> int:
-    """A port that was free a moment ago (peers must know it before start)."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+    """A port that was free a moment ago (peers must know it before start),
+    outside the ephemeral range (``free_base_port`` says why)."""
+    return free_base_port(1)
 
 
 @dataclass(frozen=True)
