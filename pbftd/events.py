@@ -170,9 +170,6 @@ class EventHub:
         while self.source.tip_height() <= height:
             await self._changed.wait()
 
-    def events_at(self, height: int) -> list[Event] | None:
-        return self.read(height)[0]
-
     def read(self, height: int) -> tuple[list[Event] | None, bool]:
         """Block ``height``'s events, and whether they were read from the
         store for this call (False: the recent blocks' cache had them)."""

@@ -17,7 +17,6 @@ agency read is recorded on chain (``audit.read``) before it is answered.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +24,7 @@ from rpc.chain_methods import HEX64
 from rpc.errors import RpcError
 from rpc.jsonrpc import Dispatcher, RateCost, RpcContext
 
+from .core.crypto import sha256
 from .evidence import CASE_NO_CHARS_MAX
 from .rpcwrite import submit_write
 from .workflows import WorkflowError, encode_op, reads
@@ -288,7 +288,7 @@ def orders_query(params: dict[str, Any]) -> dict[str, Any]:
     the chain's checks (workflows/validate.py ``want_text``)."""
     query = {k: params[k] for k in ("status", "limit") if k in params}
     if "after" in params:
-        query["after_sha256"] = hashlib.sha256(params["after"].encode()).hexdigest()
+        query["after_sha256"] = sha256(params["after"].encode()).hex()
     return query
 
 
