@@ -31,8 +31,8 @@ _ROCKSDICT_CONFIG = "rocksdict-config.json"
 # writing in memory until that file is finished, so its transient memory
 # grows with the file size.  While the store is smaller than the level base,
 # every compaction rewrites all of it into the last level, so with 64 MiB
-# files that transient grew with the chain through its first ~100 MB, and
-# raised each node's peak RSS at every compaction of issue 6's 10-minute run.
+# files that transient grew with the chain through its first ~100 MB (in
+# issue 6's 10-minute run most steps of a node's peak RSS came at compactions).
 # One compaction of a 109 MB store into the last level, measured in process
 # after a trim: 3.5-4.4 MB with 64 MiB files, 1.8-1.9 MB with 16 MiB (2.2-2.3
 # with 32).  Cost: four times the files, so the _OPEN_FILES_MAX table readers
