@@ -310,6 +310,13 @@ def test_bad_subscribe_params_are_refused() -> None:
     serve(check)
 
 
+async def _subscribe_all(conn: Any, *, from_height: int) -> dict[str, Any]:
+    """Subscribe to blocks and attestations from ``from_height``; the result."""
+    got = await rpc(conn, "events.subscribe",
+                    {"topics": ["blocks", "attestations"], "from_height": from_height})
+    return got["result"]
+
+
 async def _read_events(conn: Any, seen: list[tuple[int, str, dict[str, Any]]], sub: str,
                        until: Callable[[], bool]) -> None:
     while not until():
@@ -330,10 +337,9 @@ def test_replay_then_live_then_resume_after_reconnect_without_loss() -> None:
     async def check(s: Server) -> None:
         first: list[tuple[int, str, dict[str, Any]]] = []
         async with open_websocket_url(s.url(), extra_headers=READER) as conn:
-            got = await rpc(conn, "events.subscribe",
-                            {"topics": ["blocks", "attestations"], "from_height": 1})
-            sub = got["result"]["subscription"]
-            assert got["result"]["next_height"] == 1
+            result = await _subscribe_all(conn, from_height=1)
+            sub = result["subscription"]
+            assert result["next_height"] == 1
             await _read_events(conn, first, sub, lambda: bool(first) and first[-1][0] == 250
                                and first[-1][1] == "attestations" and first[-1][2]["index"] == 1)
             s.append(30)  # live: 251..280, published after the replay
@@ -342,9 +348,7 @@ def test_replay_then_live_then_resume_after_reconnect_without_loss() -> None:
         s.append(20)  # 281..300 land while nobody listens
         second: list[tuple[int, str, dict[str, Any]]] = []
         async with open_websocket_url(s.url(), extra_headers=READER) as conn:
-            got = await rpc(conn, "events.subscribe",
-                            {"topics": ["blocks", "attestations"], "from_height": last_seen})
-            sub = got["result"]["subscription"]
+            sub = (await _subscribe_all(conn, from_height=last_seen))["subscription"]
             s.append(20)  # 301..320
             await _read_events(conn, second, sub, lambda: bool(second) and second[-1][0] == 320
                                and second[-1][1] == "attestations" and second[-1][2]["index"] == 1)
@@ -375,9 +379,7 @@ def test_a_replay_spends_the_callers_tokens_and_waits_for_more_without_loss() ->
     async def check(s: Server) -> None:
         seen: list[tuple[int, str, dict[str, Any]]] = []
         async with open_websocket_url(s.url(), extra_headers=READER) as conn:
-            got = await rpc(conn, "events.subscribe",
-                            {"topics": ["blocks", "attestations"], "from_height": 1})
-            sub_id = got["result"]["subscription"]
+            sub_id = (await _subscribe_all(conn, from_height=1))["subscription"]
             session = _only_session(s)
             sub = session.state["subscriptions"][sub_id]
 
