@@ -73,7 +73,9 @@ class MeshConfig:
     extra_known: Mapping[str, bytes] = field(default_factory=dict)
     frame_bytes_max: int = 4 * 1024 * 1024
     send_queue_frames_max: int = 1024
-    inbox_frames_max: int = 4096
+    # Websocket messages (each up to batch_frames_max frames) waiting in
+    # Mesh.inbox, all peers together; the byte bound below is what bounds memory.
+    inbox_messages_max: int = 4096
     # Bytes of one peer's frames in the inbox (and beyond it, until the
     # consumer calls Mesh.release); a peer over it waits, others do not.
     inbox_bytes_per_peer_max: int = 16 * 1024 * 1024
@@ -117,7 +119,7 @@ class MeshConfig:
 
     def _check_limits(self) -> None:
         for name in (
-            "frame_bytes_max", "send_queue_frames_max", "inbox_frames_max",
+            "frame_bytes_max", "send_queue_frames_max", "inbox_messages_max",
             "inbox_bytes_per_peer_max", "batch_frames_max",
             "heartbeat_interval_ms", "peer_dead_after_ms", "handshake_timeout_ms",
             "close_timeout_ms", "handshakes_pending_max", "reconnect_backoff_min_ms",

@@ -11,6 +11,9 @@ Rules this module keeps:
   `heartbeat_interval_ms`, so a healthy idle peer is never declared dead.
 * Every peer fault (malformed envelope, oversize message, closed socket)
   ends only this link; it is logged, counted and never reaches the mesh.
+* The reader hands the consumer each websocket message's frames as one
+  inbox item, `(FRAMES, peer_id, frames)`: one channel operation and one
+  wake-up per message, not per frame.
 * The reader blocks on a full inbox, or while this peer's frames not yet
   released by the consumer exceed `inbox_bytes_per_peer_max`: backpressure
   lands on this one link, and a peer sending large frames faster than we
@@ -36,7 +39,7 @@ from p2p.handshake import Handshaker
 from p2p.peer_queue import PeerQueue
 from p2p.peer_state import PeerSlot
 
-__all__ = ["ActivityStream", "Counters", "Link", "PeerDead", "run_handshake"]
+__all__ = ["FRAMES", "ActivityStream", "Counters", "Inbox", "Link", "PeerDead", "run_handshake"]
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -46,6 +49,13 @@ CLOSE_TOO_BIG = 1009
 CLOSE_DUPLICATE = 4000
 
 NETWORK_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+
+# The tag of an inbox item, `(FRAMES, peer_id, frames)`. It lets an owner
+# that takes all its inputs from one tagged channel have the mesh deliver
+# into that channel directly (`Mesh.run(deliver_to=...)`), with no task
+# between the link and the owner.
+FRAMES = "frames"
+Inbox = trio.MemorySendChannel[tuple[str, str, list[bytes]]]
 
 
 class PeerDead(Exception):
@@ -181,7 +191,7 @@ class Link:
         if self._take_scope is not None:
             self._take_scope.cancel()  # take_batch pops nothing once cancelled
 
-    async def run(self, inbox: trio.MemorySendChannel[tuple[str, bytes]]) -> None:
+    async def run(self, inbox: Inbox) -> None:
         """Move frames until the link fails or is closed; the caller then
         unregisters the link and calls `aclose` (which may wait on the peer)."""
         try:
@@ -241,7 +251,7 @@ class Link:
         if not self._got_goodbye:
             await trio.sleep_forever()  # the reader ends the link on their GOODBYE
 
-    async def _read_loop(self, inbox: trio.MemorySendChannel[tuple[str, bytes]]) -> None:
+    async def _read_loop(self, inbox: Inbox) -> None:
         cfg, counters = self._cfg, self._counters
         dead_after_s = cfg.peer_dead_after_ms / 1000
         while True:
@@ -273,20 +283,19 @@ class Link:
             # Time spent blocked on our own slow consumer is not the peer's silence.
             self._stream.touch()
 
-    async def _deliver(self, frames: list[bytes],
-                       inbox: trio.MemorySendChannel[tuple[str, bytes]]) -> None:
+    async def _deliver(self, frames: list[bytes], inbox: Inbox) -> None:
         """Count the frames against the peer's byte budget, then queue them.
 
         Frames never queued (the link closed while the inbox was full) are
         given back, or the peer's budget would shrink with every such close.
         """
-        undelivered = sum(map(len, frames))
-        await self._slot.reserve_inbox(undelivered, self._cfg.inbox_bytes_per_peer_max)
+        size = sum(map(len, frames))
+        await self._slot.reserve_inbox(size, self._cfg.inbox_bytes_per_peer_max)
+        queued = False
         try:
-            for frame in frames:
-                await inbox.send((self.peer_id, frame))
-                undelivered -= len(frame)
-                self._counters.frames_received += 1
+            await inbox.send((FRAMES, self.peer_id, frames))
+            queued = True
+            self._counters.frames_received += len(frames)
         finally:
-            if undelivered:
-                self._slot.release_inbox(undelivered)
+            if not queued:
+                self._slot.release_inbox(size)

@@ -21,7 +21,12 @@ Theory of operation.
   link, so a link swap loses at most the batch in flight.
 * `send` and `broadcast` are synchronous and never block; the caller learns
   about drops from the return value and `stats`.
-* What a peer sends us is bounded in frames (`inbox_frames_max`, all peers)
+* Frames are delivered a websocket message at a time: `inbox` yields
+  `(FRAMES, peer_id, frames)`, or the owner passes its own channel to
+  `run(deliver_to=...)` and takes the mesh's items there among its other
+  inputs, so no task stands between a link and the owner.
+* What a peer sends us is bounded in messages (`inbox_messages_max`, all
+  peers, when `inbox` is used; the owner's channel bounds them otherwise)
   and in bytes per peer (`inbox_bytes_per_peer_max`): a frame counts from
   its link's reader until the consumer calls `release`, so one peer sending
   large frames faster than we handle them stalls only its own link.
@@ -48,9 +53,11 @@ from p2p.config import MeshConfig, PeerInfo
 from p2p.handshake import Handshaker, HandshakeRejected
 from p2p.link import (
     CLOSE_POLICY,
+    FRAMES,
     NETWORK_ERRORS,
     ActivityStream,
     Counters,
+    Inbox,
     Link,
     run_handshake,
 )
@@ -58,7 +65,7 @@ from p2p.peer_queue import PeerQueue
 from p2p.peer_state import PeerSlot, keep_new_link
 from p2p.tls import accept_tls, dial_tls, make_tls
 
-__all__ = ["WS_PATH", "Mesh"]
+__all__ = ["FRAMES", "WS_PATH", "Mesh"]
 
 WS_PATH = "/pbftd-p2p/v1"
 # Messages buffered inside trio-websocket per link; each may be a full batch.
@@ -85,8 +92,9 @@ class Mesh:
         self._ws_bytes_max = wire.envelope_bytes_max(cfg.frame_bytes_max, cfg.batch_frames_max)
         self._handshakes_pending = 0
         self._tls = make_tls(cfg.node_id, cfg.tls_cert_file, cfg.tls_key_file) if cfg.tls else None
-        self._inbox_send, self.inbox = trio.open_memory_channel[tuple[str, bytes]](
-            cfg.inbox_frames_max)
+        self._sink: Inbox
+        self._sink, self.inbox = trio.open_memory_channel[tuple[str, str, list[bytes]]](
+            cfg.inbox_messages_max)
         self.listen_port: int | None = None
         if not cfg.tls:
             self._log.warning("p2p_plaintext_links",
@@ -94,12 +102,18 @@ class Mesh:
 
     # -- public API -------------------------------------------------------
 
-    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, deliver_to: Inbox | None = None,
+                  task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen and dial until cancelled; reports the bound port once listening.
 
-        On exit the inbox is closed, so its consumer sees EndOfChannel."""
+        Received frames go to `inbox`, or to `deliver_to` if given (items
+        `(FRAMES, peer_id, frames)`; see the module doc). On exit that
+        channel is closed, so its consumer sees EndOfChannel (for a clone,
+        once every clone is closed)."""
         cfg = self._cfg
-        async with self._inbox_send:
+        if deliver_to is not None:
+            self._sink = deliver_to
+        async with self._sink:
             listeners = await trio.open_tcp_listeners(cfg.listen_port, host=cfg.listen_host)
             self.listen_port = listeners[0].socket.getsockname()[1]
             async with trio.open_nursery() as nursery:
@@ -137,10 +151,10 @@ class Mesh:
             self.send(info.node_id, frame)
 
     def release(self, peer_id: str, size: int) -> None:
-        """Say that `size` bytes of `peer_id`'s frames taken from `inbox` are handled.
+        """Say that `size` bytes of `peer_id`'s delivered frames are handled.
 
-        Every consumer of `inbox` must call this for each frame it is done
-        with (``len(frame)``): a peer whose unreleased bytes reach
+        Every consumer must call this for the frames it is done with (their
+        total ``len``, per item or per frame): a peer whose unreleased bytes reach
         `inbox_bytes_per_peer_max` is not read from until some are released.
         Releasing when the frame is handled, not when it leaves the inbox,
         lets a consumer that queues frames further keep them in the bound.
@@ -282,7 +296,7 @@ class Mesh:
         else:
             link.retire("duplicate link")  # drain what the peer already sent on it
         try:
-            await link.run(self._inbox_send)
+            await link.run(self._sink)
         finally:
             if peer.link is link:
                 peer.set_link(None)

@@ -1,11 +1,14 @@
 """The trio shell around the pure replica.
 
-Exactly one task (``run``) owns the replica: every input (a peer's frame, a
+Exactly one task (``run``) owns the replica: every input (a peer's frames, a
 timer, a client submission) arrives on one bounded channel and is handled to
-completion before the next, so nothing needs a lock.
+completion before the next, so nothing needs a lock.  The mesh's links put
+each websocket message's frames on that channel themselves
+(``Mesh.run(deliver_to=...)``): no task in between, one wake-up per message.
 
 Group commit.  The owner takes whatever inputs are already queued (up to
-``GROUP_EVENTS_MAX``) and handles them as one group: actions are performed
+``GROUP_INPUTS_MAX``; a peer's message counts one per frame) and handles
+them as one group: actions are performed
 in order, every write goes to the WAL unsynced, and the bytes the group
 would send, the waiters it would answer and the blocks it would announce are
 held back.  One WAL fsync ends the group; only then are frames handed to the
@@ -37,11 +40,13 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import structlog
 import trio
 
+from p2p import FRAMES
 from storage import StoreFullError
 
 from .chainstore import ChainStore
@@ -63,7 +68,7 @@ __all__ = ["CommitWaiter", "NodeRuntime"]
 
 EVENTS_MAX = 4096
 # Inputs handled between two fsyncs: bounds how long the first one's sends wait.
-GROUP_EVENTS_MAX = 32
+GROUP_INPUTS_MAX = 32
 # Headroom under batch_bytes_max for a merged SUBMIT's envelope and CBOR heads.
 _SUBMIT_OVERHEAD_BYTES = 512
 _REQUEST_OVERHEAD_BYTES = 16
@@ -163,8 +168,7 @@ class NodeRuntime:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(self.mesh.run)
-            nursery.start_soon(self._pump_inbox)
+            await nursery.start(partial(self.mesh.run, deliver_to=self._send_events.clone()))
             nursery.start_soon(self._run_timers)
             with self.chain.store.group_commit():
                 self._start_replica()
@@ -173,11 +177,14 @@ class NodeRuntime:
             task_status.started()
             async for event in self._events:
                 group = deque([event])
-                while len(group) < GROUP_EVENTS_MAX:
+                inputs = _inputs(event)
+                while inputs < GROUP_INPUTS_MAX:
                     try:
-                        group.append(self._events.receive_nowait())
+                        event = self._events.receive_nowait()
                     except trio.WouldBlock:
                         break
+                    group.append(event)
+                    inputs += _inputs(event)
                 self._release_frames(group)
                 self._handle_group(group, nursery)
 
@@ -186,8 +193,8 @@ class NodeRuntime:
         inbox budget (p2p's per-peer byte bound covers the queue too)."""
         release = self.mesh.release
         for event in group:
-            if event[0] == "msg":
-                release(event[1], len(event[2]))
+            if event[0] == FRAMES:
+                release(event[1], sum(map(len, event[2])))
 
     def _handle_group(self, group: deque[tuple[Any, ...]], nursery: trio.Nursery) -> None:
         """Handle queued inputs with one fsync (see the module doc)."""
@@ -354,16 +361,15 @@ class NodeRuntime:
 
     # ------------------------------------------------------------ inputs
 
-    async def _pump_inbox(self) -> None:
-        async for peer, frame in self.mesh.inbox:
-            await self._send_events.send(("msg", peer, frame))
-
     def _handle(self, event: tuple[Any, ...]) -> None:
         kind = event[0]
         now = self.now_ms()
-        if kind == "msg":
-            self.stats["frames_in"] += 1
-            self._perform(self.replica.on_message(event[1], event[2], now))
+        if kind == FRAMES:
+            _, peer, frames = event
+            self.stats["frames_in"] += len(frames)
+            on_message = self.replica.on_message
+            for frame in frames:
+                self._perform(on_message(peer, frame, now))
         elif kind == "timer":
             _, name, due = event
             if self._armed.get(name, due) != due:
@@ -529,6 +535,11 @@ class NodeRuntime:
                 while self._armed.get(name) == due:
                     await self._timers_changed.wait()
                 self._timer_posted = None
+
+
+def _inputs(event: tuple[Any, ...]) -> int:
+    """How much of a group ``event`` takes: a peer's message, one per frame."""
+    return len(event[2]) if event[0] == FRAMES else 1
 
 
 def _not_accepted(waiter: CommitWaiter, reason: str) -> None:

@@ -146,23 +146,27 @@ class Adversary:
             nursery.cancel_scope.cancel()
 
     async def _read_inbox(self) -> None:
-        async for peer, frame in self.mesh.inbox:
-            self.mesh.release(peer, len(frame))
+        async for _tag, peer, frames in self.mesh.inbox:
+            self.mesh.release(peer, sum(map(len, frames)))
+            for frame in frames:
+                self._take(peer, frame)
+
+    def _take(self, peer: str, frame: bytes) -> None:
+        try:
+            msg, extra = self.wire.open_from(peer, frame)
+        except ProtocolError:
+            self.received["invalid"] += 1
+            return
+        self.received[msg.TYPE] += 1
+        if isinstance(msg, Status):
+            self.status[peer] = msg
+        elif isinstance(msg, Commit):
+            self.captured_commits.append((peer, frame, msg))
+        elif isinstance(msg, Blocks):
             try:
-                msg, extra = self.wire.open_from(peer, frame)
+                self.captured_blocks.append((peer, frame, msg.with_extra(extra, self.wire)))
             except ProtocolError:
-                self.received["invalid"] += 1
-                continue
-            self.received[msg.TYPE] += 1
-            if isinstance(msg, Status):
-                self.status[peer] = msg
-            elif isinstance(msg, Commit):
-                self.captured_commits.append((peer, frame, msg))
-            elif isinstance(msg, Blocks):
-                try:
-                    self.captured_blocks.append((peer, frame, msg.with_extra(extra, self.wire)))
-                except ProtocolError:
-                    self.received["invalid_blocks"] += 1
+                self.received["invalid_blocks"] += 1
 
     async def _attack_loop(self) -> None:
         while True:

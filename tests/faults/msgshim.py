@@ -479,8 +479,9 @@ def install(plan: Plan, seed: int, counts_path: Path | None = None) -> None:
     def shim_broadcast(self: Mesh, frame: bytes) -> None:
         shims[self].broadcast(frame)
 
-    async def shim_run(self: Mesh, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        await shims[self].run(partial(run, self), task_status=task_status)
+    async def shim_run(self: Mesh, *, task_status: Any = trio.TASK_STATUS_IGNORED,
+                       **kwargs: Any) -> None:
+        await shims[self].run(partial(run, self, **kwargs), task_status=task_status)
 
     Mesh.__init__ = shim_init  # type: ignore[method-assign]
     Mesh.send = shim_send  # type: ignore[method-assign]

@@ -6,6 +6,8 @@ also bounds the whole test with a deadline.
 
 from __future__ import annotations
 
+import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
@@ -15,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from structlog.testing import capture_logs
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
-from p2p import WS_PATH, Mesh, MeshConfig, PeerInfo, raw_public_key
+from p2p import FRAMES, WS_PATH, Mesh, MeshConfig, PeerInfo, raw_public_key
 from p2p.handshake import Handshaker
 from p2p.link import run_handshake
 from p2p.tls import dial_tls, make_tls
@@ -113,11 +115,23 @@ async def wait_all_connected(meshes: dict[str, Mesh]) -> None:
                 await mesh.wait_connected(j)
 
 
+# Frames of a message taken from a mesh's inbox beyond what a test asked for.
+_LEFT_OVER: weakref.WeakKeyDictionary[Mesh, deque[tuple[str, bytes]]] = (
+    weakref.WeakKeyDictionary())
+
+
 async def receive(mesh: Mesh, count: int) -> list[tuple[str, bytes]]:
-    """Take `count` frames, releasing each as a real consumer does."""
+    """Take `count` frames as `(peer, frame)`, releasing each as a real
+    consumer does. The inbox yields a websocket message's frames together;
+    frames beyond `count` are kept for the next call."""
+    left_over = _LEFT_OVER.setdefault(mesh, deque())
     got = []
-    for _ in range(count):
-        peer, frame = await mesh.inbox.receive()
+    while len(got) < count:
+        if not left_over:
+            tag, peer, frames = await mesh.inbox.receive()
+            assert tag == FRAMES and frames, (tag, frames)
+            left_over.extend((peer, frame) for frame in frames)
+        peer, frame = left_over.popleft()
         mesh.release(peer, len(frame))
         got.append((peer, frame))
     return got

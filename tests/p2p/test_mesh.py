@@ -55,7 +55,7 @@ def test_three_tls_meshes_connect_and_deliver_in_order() -> None:
 
             meshes["b"].broadcast(b"to-everyone")
             for j in ("a", "c"):
-                assert await meshes[j].inbox.receive() == ("b", b"to-everyone")
+                assert await receive(meshes[j], 1) == [("b", b"to-everyone")]
             assert meshes["b"].stats["frames_dropped_queue_full"] == 0
             nursery.cancel_scope.cancel()
 
@@ -106,7 +106,7 @@ def test_plaintext_links_work_with_loud_warning() -> None:
                 await start(nursery, mesh)
             await wait_all_connected(meshes)
             assert meshes["a"].send("b", b"hello in clear")
-            assert await meshes["b"].inbox.receive() == ("a", b"hello in clear")
+            assert await receive(meshes["b"], 1) == [("a", b"hello in clear")]
             nursery.cancel_scope.cancel()
 
     run(body)
@@ -178,7 +178,7 @@ def test_simultaneous_dials_leave_one_agreed_link() -> None:
                 if duplicates:
                     assert a_links["b"] == "a"  # the smaller node id's dial wins
                 assert meshes["a"].send("b", b"after-dedup")
-                assert await meshes["b"].inbox.receive() == ("a", b"after-dedup")
+                assert await receive(meshes["b"], 1) == [("a", b"after-dedup")]
                 nursery.cancel_scope.cancel()
 
     run(body)
@@ -196,7 +196,7 @@ def test_observer_in_extra_known_may_connect_but_is_not_dialed() -> None:
             await a.wait_connected("obs")
             assert a.stats["links"] == {"obs": "obs"}
             assert a.send("obs", b"state for observer")
-            assert await obs.inbox.receive() == ("a", b"state for observer")
+            assert await receive(obs, 1) == [("a", b"state for observer")]
             a.broadcast(b"validators only")
             assert a.stats["queue_depth"]["obs"] == 0
             nursery.cancel_scope.cancel()
@@ -227,7 +227,7 @@ def test_retired_duplicate_link_still_delivers_what_was_sent_on_it() -> None:
                     # The old link still carries what a sends before its GOODBYE.
                     await old.send_message(encode_batch([b"late on old link"]))
                     await old.send_message(GOODBYE)
-                    assert await b.inbox.receive() == ("a", b"late on old link")
+                    assert await receive(b, 1) == [("a", b"late on old link")]
                     assert (await wait_closed(old)).reason.code == CLOSE_DUPLICATE
                     assert b.send("a", b"via the new link")
                     while (message := await new.get_message()) == PING:

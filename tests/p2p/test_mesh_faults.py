@@ -5,7 +5,7 @@ from __future__ import annotations
 import cbor2
 import trio
 
-from p2p import Mesh
+from p2p import FRAMES, Mesh
 from p2p.link import CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG
 from tests.p2p.harness import (
     cluster_configs,
@@ -70,9 +70,9 @@ def test_reconnects_after_peer_restarts_on_same_port() -> None:
                                      extra_known={"a": all_nodes["a"].public}))
             await start(nursery, b2)
             await wait_all_connected({"a": a, "b": b2})
-            assert await b2.inbox.receive() == ("a", b"queued while b is down")
+            assert await receive(b2, 1) == [("a", b"queued while b is down")]
             assert b2.send("a", b"b is back")
-            assert await a.inbox.receive() == ("b", b"b is back")
+            assert await receive(a, 1) == [("b", b"b is back")]
             assert a.stats["links_established"] >= 2  # initial duplicates may add one
             assert a.stats["reconnects"] >= 1
             nursery.cancel_scope.cancel()
@@ -119,7 +119,7 @@ async def _real_b_connects_and_talks(nursery: trio.Nursery, a: Mesh, b_cfg: obje
     await start(nursery, b)
     await wait_all_connected({"a": a, "b": b})
     assert a.send("b", b"still working")
-    assert await b.inbox.receive() == ("a", b"still working")
+    assert await receive(b, 1) == [("a", b"still working")]
 
 
 def test_oversized_message_closes_link_and_mesh_recovers() -> None:
@@ -180,7 +180,7 @@ def test_slow_consumer_backpressures_one_link_without_loss_or_false_death() -> N
         all_nodes = nodes("a", "b", "c")
         cfgs = cluster_configs(all_nodes)
         cfgs["a"] = with_overrides(cfgs["a"], send_queue_frames_max=4096)
-        cfgs["b"] = with_overrides(cfgs["b"], inbox_frames_max=4)
+        cfgs["b"] = with_overrides(cfgs["b"], inbox_messages_max=4)
         async with trio.open_nursery() as nursery:
             meshes = await start_connected(nursery, cfgs)
             # 48 MiB: more than kernel and websocket buffers can absorb.
@@ -192,8 +192,9 @@ def test_slow_consumer_backpressures_one_link_without_loss_or_false_death() -> N
             with trio.move_on_after(0.8):
                 while True:
                     assert meshes["a"].send("c", b"unaffected")
-                    assert await meshes["c"].inbox.receive() == ("a", b"unaffected")
-            # b really pushes back: its inbox is full and a still holds frames.
+                    assert await receive(meshes["c"], 1) == [("a", b"unaffected")]
+            # b really pushes back: its inbox is full (four messages) and a
+            # still holds frames.
             assert meshes["b"].inbox.statistics().current_buffer_used == 4
             assert meshes["a"].stats["queue_depth"]["b"] > 0
             got = await receive(meshes["b"], len(frames))
@@ -221,19 +222,19 @@ def test_a_peer_holds_at_most_its_byte_budget_of_unhandled_frames() -> None:
             frames = [b"%d|" % k + b"p" * (size - 8) for k in range(64)]  # 4 MiB
             for frame in frames:
                 assert a.send("b", frame)
-            # Take a's frames without releasing them, for two dead-peer windows.
+            # Take a's messages without releasing them, for two dead-peer windows.
             held: list[tuple[str, bytes]] = []
             with trio.move_on_after(0.8):
                 while True:
-                    held.append(await b.inbox.receive())
+                    _tag, peer, message_frames = await b.inbox.receive()
+                    held += [(peer, f) for f in message_frames]
             unreleased = sum(len(f) for _, f in held)
             assert 0 < unreleased <= budget
             assert b.stats["inbox_bytes"]["a"] == unreleased
             assert len(held) < len(frames)
             # a's link waits; c's is read.
             assert c.send("b", b"from c")
-            assert await b.inbox.receive() == ("c", b"from c")
-            b.release("c", len(b"from c"))
+            assert await receive(b, 1) == [("c", b"from c")]
             for peer, frame in held:
                 b.release(peer, len(frame))
             rest = await receive(b, len(frames) - len(held))
@@ -265,23 +266,27 @@ def test_frames_a_closed_link_never_queued_do_not_count_against_the_peer() -> No
     async def body() -> None:
         all_nodes = nodes("a", "b")
         cfgs = cluster_configs(all_nodes)
-        cfgs["b"] = with_overrides(cfgs["b"], inbox_frames_max=1)
+        cfgs["b"] = with_overrides(cfgs["b"], inbox_messages_max=1)
         a, b = Mesh(cfgs["a"]), Mesh(cfgs["b"])
         async with trio.open_nursery() as nursery:
             a_scope = await start(nursery, a)
             await start(nursery, b)
             await wait_all_connected({"a": a, "b": b})
             frames = [b"%d" % k * 1000 for k in range(3)]
-            for frame in frames:
-                assert a.send("b", frame)
-            # b's reader queues one frame, then blocks on the full inbox.
-            with trio.fail_after(5):
+            assert a.send("b", frames[0])
+            with trio.fail_after(5):  # b's inbox holds its one message
                 while b.inbox.statistics().current_buffer_used < 1:
+                    await trio.sleep(0.01)
+            for frame in frames[1:]:
+                assert a.send("b", frame)
+            # b's reader counts the next message against a, then blocks on
+            # the full inbox.
+            with trio.fail_after(5):
+                while b.stats["inbox_bytes"]["a"] < sum(map(len, frames)):
                     await trio.sleep(0.01)
             a_scope.cancel()  # the link goes while the reader is blocked
             await b.wait_disconnected("a")
-            first = await b.inbox.receive()
-            assert first == ("a", frames[0])
+            assert await b.inbox.receive() == (FRAMES, "a", [frames[0]])
             assert b.stats["inbox_bytes"]["a"] == len(frames[0])
             b.release("a", len(frames[0]))
             assert b.stats["inbox_bytes"]["a"] == 0
