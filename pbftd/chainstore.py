@@ -66,11 +66,13 @@ class Application(Protocol):
 
 
 def _request_state_key(key: RequestKey) -> bytes:
-    return REQUEST_PREFIX + codec.encode(key)
+    """A request's at-most-once record key: its (origin, client, rid), all
+    checked strings (a parsed request's, or an RPC caller's schema-checked)."""
+    return REQUEST_PREFIX + codec.encode_fields(key)
 
 
 def _request_value(height: int, tx_id: bytes) -> bytes:
-    return codec.encode((height, tx_id))
+    return codec.encode_fields((height, tx_id))
 
 
 class ChainStore:

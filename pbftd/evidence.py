@@ -160,7 +160,7 @@ _TX_ID_BYTES = 32  # SHA-256
 
 def encode_record(*, kind: str, court: str, title: str | None, client: str, height: int,
                   case_no: str, time_ms: int, request_id: str) -> bytes:
-    return codec.encode([kind, court, title, client, height, case_no, time_ms, request_id])
+    return codec.encode_fields((kind, court, title, client, height, case_no, time_ms, request_id))
 
 
 def decode_record(key: bytes, raw: bytes) -> dict[str, Any]:

@@ -316,8 +316,9 @@ class Batch:
 
 
 def encode_tx(origin: str, sid: int, client: str, rid: str, payload: bytes) -> bytes:
-    """The one encoding of a transaction: Merkle leaf and tx id preimage."""
-    return codec.encode((origin, sid, client, rid, payload))
+    """The one encoding of a transaction: Merkle leaf and tx id preimage.
+    Its fields are a parsed SUBMIT's (or a stored one's), checked then."""
+    return codec.encode_fields((origin, sid, client, rid, payload))
 
 
 def batch_digest(chain_id: str, seq: int, view: int, proposer: str, time_ms: int,

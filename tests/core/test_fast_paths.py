@@ -49,6 +49,14 @@ def test_flat_values_encode_exactly_as_cbor2_canonical(value: Any) -> None:
 
 
 @SETTINGS
+@given(flat_lists)
+def test_checked_fields_encode_exactly_as_encode(value: list[Any]) -> None:
+    """encode_fields (transactions, request records, index records) skips
+    the type walk and nothing else."""
+    assert codec.encode_fields(tuple(value)) == codec.encode(value)
+
+
+@SETTINGS
 @given(st.one_of(flat_lists, flat_maps))
 def test_flat_values_decode_back(value: Any) -> None:
     data = codec.encode(value)
