@@ -6,7 +6,8 @@ websocket message's frames as one `(FRAMES, peer_id, frames)` item, from
 calling `Mesh.release` once they are handled (a peer's unreleased bytes are
 bounded). The mesh knows nothing about consensus; it guarantees only that
 a frame delivered came from the node whose key is listed for `peer_id`, and
-that frames on one link arrive in order. Delivery is best effort: PBFT's own timers retransmit.
+that frames on one link arrive in order. Delivery is best effort: PBFT's
+own timers retransmit.
 """
 
 from p2p.config import MeshConfig, PeerInfo, raw_public_key

@@ -9,7 +9,7 @@ import trio
 import trio.testing
 from structlog.testing import capture_logs
 
-from p2p import Mesh, MeshConfig
+from p2p import FRAMES, Mesh, MeshConfig
 from p2p.link import CLOSE_DUPLICATE
 from p2p.wire import GOODBYE, PING, encode_batch
 from tests.p2p.harness import (
@@ -91,6 +91,26 @@ def test_plaintext_requires_plaintext_ok() -> None:
     n = nodes("a", "b")
     with pytest.raises(ValueError, match="plaintext_ok"):
         config(n["a"], [n["b"]], tls=False)
+
+
+def test_a_message_s_frames_arrive_as_one_inbox_item() -> None:
+    """Frames queued together leave as one websocket message and reach the
+    consumer as one item: one channel operation and one wake-up, not one per
+    frame (the runtime takes them on its own channel, Mesh.run(deliver_to))."""
+    async def body() -> None:
+        all_nodes = nodes("a", "b")
+        async with trio.open_nursery() as nursery:
+            meshes = await start_connected(nursery, cluster_configs(all_nodes))
+            frames = [b"one", b"two", b"three"]
+            for frame in frames:  # queued before the writer runs: one batch
+                assert meshes["a"].send("b", frame)
+            assert await meshes["b"].inbox.receive() == (FRAMES, "a", frames)
+            assert meshes["b"].stats["inbox_bytes"]["a"] == sum(map(len, frames))
+            meshes["b"].release("a", sum(map(len, frames)))
+            assert meshes["b"].stats["inbox_bytes"]["a"] == 0
+            nursery.cancel_scope.cancel()
+
+    run(body)
 
 
 def test_plaintext_links_work_with_loud_warning() -> None:
