@@ -12,6 +12,8 @@ Rules this module keeps:
   application-level traffic proves the peer is alive.
 * The writer sends a PING whenever it has been idle for
   `heartbeat_interval_ms`, so a healthy idle peer is never declared dead.
+  A heartbeat task tells it so (`PeerQueue.take_batch`'s `stop`), as
+  retiring does, rather than a deadline around every wait for frames.
 * Every peer fault (malformed envelope, oversize message, closed socket)
   ends only this link; it is logged, counted and never reaches the mesh.
 * The reader hands the consumer each websocket message's frames as one
@@ -158,7 +160,8 @@ class Link:
         self._cancel_scope = trio.CancelScope()
         self.close_code = CLOSE_NORMAL
         self.close_reason: str | None = None
-        self._take_scope: trio.CancelScope | None = None
+        self._last_tx = trio.current_time()
+        self._ping_due = False
         self._retiring = False
         self._retired_at = 0.0
         self._sent_goodbye = False
@@ -192,8 +195,7 @@ class Link:
         if self.close_reason is None:
             self.close_reason, self.close_code = reason, CLOSE_DUPLICATE
         self._retired_at = trio.current_time()
-        if self._take_scope is not None:
-            self._take_scope.cancel()  # take_batch pops nothing once cancelled
+        self._slot.queue.wake_takers()  # our writer takes nothing more
 
     async def run(self, inbox: Inbox) -> None:
         """Move frames until the link fails or is closed; the caller then
@@ -204,6 +206,7 @@ class Link:
                     nursery.start_soon(self._guard, self._write_loop, self._slot.queue)
                     nursery.start_soon(self._guard, self._read_loop, inbox)
                     nursery.start_soon(self._guard, self._watch_liveness, None)
+                    nursery.start_soon(self._guard, self._heartbeat, self._slot.queue)
         finally:
             if self._retiring:
                 self._slot.add_draining(-1)
@@ -240,14 +243,15 @@ class Link:
 
     async def _write_loop(self, queue: PeerQueue) -> None:
         cfg, counters = self._cfg, self._counters
+        stop = self._stop_taking
         while not self._retiring:
-            batch: list[bytes] = []
-            with trio.move_on_after(cfg.heartbeat_interval_ms / 1000) as self._take_scope:
-                batch = await queue.take_batch(cfg.batch_frames_max, cfg.frame_bytes_max)
+            batch = await queue.take_batch(cfg.batch_frames_max, cfg.frame_bytes_max, stop)
             if self._retiring and not batch:
                 break
+            self._ping_due = False
             message = wire.encode_batch(batch) if batch else wire.PING
             await self.ws.send_message(message)
+            self._last_tx = trio.current_time()
             counters.messages_sent += 1
             counters.bytes_sent += len(message)
             counters.frames_sent += len(batch)
@@ -255,6 +259,22 @@ class Link:
         self._sent_goodbye = True
         if not self._got_goodbye:
             await trio.sleep_forever()  # the reader ends the link on their GOODBYE
+
+    def _stop_taking(self) -> bool:
+        return self._ping_due or self._retiring
+
+    async def _heartbeat(self, queue: PeerQueue) -> None:
+        """Have the writer send a PING once it has sent nothing for
+        `heartbeat_interval_ms`; then give it an interval to do so."""
+        interval_s = self._cfg.heartbeat_interval_ms / 1000
+        while not self._retiring:
+            due = self._last_tx + interval_s
+            if trio.current_time() < due:
+                await trio.sleep_until(due)
+                continue
+            self._ping_due = True
+            queue.wake_takers()
+            await trio.sleep(interval_s)
 
     async def _read_loop(self, inbox: Inbox) -> None:
         cfg, counters = self._cfg, self._counters

@@ -12,6 +12,7 @@ safety.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 import trio
 
@@ -38,11 +39,28 @@ class PeerQueue:
         self._nonempty.set()
         return True
 
-    async def take_batch(self, frames_max: int, bytes_max: int) -> list[bytes]:
+    def wake_takers(self) -> None:
+        """Wake whoever waits in `take_batch`, to ask its `stop` again."""
+        self._nonempty.set()
+
+    async def take_batch(self, frames_max: int, bytes_max: int,
+                         stop: Callable[[], bool] = lambda: False) -> list[bytes]:
         """Wait for frames, then pop as many as fit: at least one, at most
         `frames_max`, and no more than `bytes_max` payload bytes unless the
-        first frame alone is that large."""
-        while not self._items:
+        first frame alone is that large.
+
+        Returns [] without popping once `stop()` is true, checked before
+        each wait and after each wake-up (`wake_takers`): a link's writer
+        stops this way for its heartbeat and when it retires, which costs
+        less than a cancel scope around every wait. Several links' writers
+        may wait on one peer's queue during a link swap; each asks its own
+        `stop`, so a wake-up meant for one is only a spurious one for the
+        others."""
+        while True:
+            if stop():
+                return []
+            if self._items:
+                break
             if self._nonempty.is_set():
                 self._nonempty = trio.Event()
             await self._nonempty.wait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Callable
 
 import cbor2
 import pytest
@@ -204,8 +205,9 @@ def test_queue_wakes_a_waiting_taker_and_drops_when_full() -> None:
     trio.run(body)
 
 
-async def _take_into(q: PeerQueue, got: list[list[bytes]]) -> None:
-    got.append(await q.take_batch(frames_max=8, bytes_max=100))
+async def _take_into(q: PeerQueue, got: list[list[bytes]],
+                     stop: Callable[[], bool] = lambda: False) -> None:
+    got.append(await q.take_batch(frames_max=8, bytes_max=100, stop=stop))
 
 
 def test_cancelled_taker_leaves_frames_in_the_queue() -> None:
@@ -217,6 +219,32 @@ def test_cancelled_taker_leaves_frames_in_the_queue() -> None:
                 await trio.testing.wait_all_tasks_blocked()
                 q.offer(b"kept")
                 scope.cancel()  # woken and cancelled in the same tick
+        assert len(q) == 1
+
+    trio.run(body)
+
+
+def test_a_stopped_taker_returns_empty_and_pops_nothing_others_keep_waiting() -> None:
+    """A link's writer leaves take_batch for its heartbeat or when it
+    retires (its own stop); another writer on the same peer's queue (a link
+    swap) is only woken, and still gets the frames."""
+    async def body() -> None:
+        q = PeerQueue(frames_max=4)
+        stopped = False
+        first: list[list[bytes]] = []
+        second: list[list[bytes]] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: _take_into(q, first, lambda: stopped))
+            nursery.start_soon(lambda: _take_into(q, second))
+            await trio.testing.wait_all_tasks_blocked()
+            stopped = True
+            q.wake_takers()
+            await trio.testing.wait_all_tasks_blocked()
+            assert first == [[]] and second == []
+            assert q.offer(b"frame")
+        assert second == [[b"frame"]]
+        assert q.offer(b"more")
+        assert await q.take_batch(4, 100, stop=lambda: True) == []  # stop wins over frames
         assert len(q) == 1
 
     trio.run(body)
