@@ -248,9 +248,11 @@ class Link:
             batch = await queue.take_batch(cfg.batch_frames_max, cfg.frame_bytes_max, stop)
             if self._retiring and not batch:
                 break
-            self._ping_due = False
             message = wire.encode_batch(batch) if batch else wire.PING
             await self.ws.send_message(message)
+            # Any message serves as the heartbeat, one the heartbeat asked
+            # for while this one was being sent too.
+            self._ping_due = False
             self._last_tx = trio.current_time()
             counters.messages_sent += 1
             counters.bytes_sent += len(message)
@@ -275,6 +277,9 @@ class Link:
             self._ping_due = True
             queue.wake_takers()
             await trio.sleep(interval_s)
+        # Returning would end the link (see _guard); a retired one still
+        # drains until the peer's GOODBYE.
+        await trio.sleep_forever()
 
     async def _read_loop(self, inbox: Inbox) -> None:
         cfg, counters = self._cfg, self._counters

@@ -244,7 +244,11 @@ def test_retired_duplicate_link_still_delivers_what_was_sent_on_it() -> None:
                     # the old one: its last message there is GOODBYE.
                     while (message := await old.get_message()) != GOODBYE:
                         assert message == PING
-                    # The old link still carries what a sends before its GOODBYE.
+                    # The old link still carries what a sends before its GOODBYE,
+                    # however many heartbeat intervals (100 ms here) pass first;
+                    # the time is what is under test, within the dead-peer
+                    # window (400 ms).
+                    await trio.sleep(0.25)
                     await old.send_message(encode_batch([b"late on old link"]))
                     await old.send_message(GOODBYE)
                     assert await receive(b, 1) == [("a", b"late on old link")]
