@@ -205,7 +205,7 @@ class Link:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._guard, self._write_loop, self._slot.queue)
                     nursery.start_soon(self._guard, self._read_loop, inbox)
-                    nursery.start_soon(self._guard, self._watch_liveness, None)
+                    nursery.start_soon(self._guard, self._watch_liveness)
                     nursery.start_soon(self._guard, self._heartbeat, self._slot.queue)
         finally:
             if self._retiring:
@@ -220,10 +220,10 @@ class Link:
             # A stalled peer never answers the close handshake; drop TCP.
             await trio.aclose_forcefully(self._stream)
 
-    async def _guard(self, loop: Callable[[Any], Awaitable[None]], arg: object) -> None:
+    async def _guard(self, loop: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Turn every peer fault into a closed link; never raise past here."""
         try:
-            await loop(arg)
+            await loop(*args)
         except ConnectionClosed as exc:
             if exc.reason is not None and exc.reason.code == CLOSE_TOO_BIG:
                 self._counters.messages_oversize += 1
@@ -308,7 +308,7 @@ class Link:
             self._holding = False
             self._stream.touch()
 
-    async def _watch_liveness(self, _: object) -> None:
+    async def _watch_liveness(self) -> None:
         """Declare the peer dead once no byte has arrived for
         `peer_dead_after_ms`, except while the reader waits on our own
         consumer. One task waking about once a window, rather than a
