@@ -113,8 +113,11 @@ def _parse_cached(payload: bytes) -> Mapping[str, Any] | None:
         return None
     if not (body.keys() == _KEYS or body.keys() == _KEYS_TITLED):
         return None
-    digest = body["sha256"]
-    if type(digest) is not bytes or len(digest) != 32 or body["kind"] not in _KIND_SET:
+    digest, kind = body["sha256"], body["kind"]
+    # kind's type first: a list or map there is unhashable, and asking the
+    # set about it raised TypeError in every node's execution of the block
+    if type(digest) is not bytes or len(digest) != 32 or type(kind) is not str \
+            or kind not in _KIND_SET:
         return None
     if not _is_text(body["case_no"], CASE_NO_CHARS_MAX):
         return None

@@ -115,6 +115,8 @@ def test_a_mutated_payload_is_an_attestation_only_if_well_formed(payload: bytes,
     {"op": "attest", "sha256": b"x" * 31, "kind": "judgment", "case_no": "c"},
     {"op": "attest", "sha256": "x" * 32, "kind": "judgment", "case_no": "c"},
     {"op": "attest", "sha256": b"x" * 32, "kind": "verdict", "case_no": "c"},
+    {"op": "attest", "sha256": b"x" * 32, "kind": ["judgment"], "case_no": "c"},
+    {"op": "attest", "sha256": b"x" * 32, "kind": {"judgment": 1}, "case_no": "c"},
     ["attest", b"x" * 32],
 ])
 def test_a_payload_of_another_shape_is_not_an_attestation_and_indexes_nothing(
@@ -123,6 +125,32 @@ def test_a_payload_of_another_shape_is_not_an_attestation_and_indexes_nothing(
     payload = codec.encode(body)
     assert evidence.parse_payload(payload) is None
     assert _index([Tx("spc", 1, "c", "r", payload)], _header()) == {}
+
+
+# Any value canonical CBOR may carry here: a court can put it in any field.
+cbor_values = st.recursive(
+    st.none() | st.booleans() | st.integers(codec.INT_MIN, codec.INT_MAX)
+    | st.text(max_size=8) | st.binary(max_size=40),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                max_size=3),
+    max_leaves=6)
+
+
+@SETTINGS
+@given(st.fixed_dictionaries(
+    {"op": st.one_of(st.just("attest"), cbor_values),
+     "kind": st.one_of(st.sampled_from(evidence.KINDS), cbor_values),
+     "sha256": st.one_of(st.binary(min_size=32, max_size=32), cbor_values),
+     "case_no": st.one_of(texts, cbor_values)},
+    optional={"title": st.one_of(texts, cbor_values)}))
+def test_an_attest_shaped_map_with_any_values_never_raises(body: dict[str, Any]) -> None:
+    """Every field of every shape, hashable or not (a list as ``kind``
+    raised TypeError in every node's execution until session 16)."""
+    payload = codec.encode(body)
+    parsed = evidence.parse_payload(payload)
+    assert parsed is None or (_well_formed(parsed) and dict(parsed) == body)
+    assert (parsed is not None) == _well_formed(body)
+    _index([Tx("spc", 1, "c", "r", payload)], _header())  # never raises
 
 
 @pytest.mark.parametrize(("chars", "attests"), [(5000, False), (64, True)])
