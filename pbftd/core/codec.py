@@ -150,14 +150,26 @@ def decode(data: bytes, *, size_max: int) -> Any:
     """Decode one canonical value that spans exactly ``data``."""
     value = decode_stored(data, size_max=size_max)
     _check(value, 0, True)
-    # Keys are in canonical order, so the plain encoder writes the canonical
-    # bytes; comparing catches every other spelling, trailing bytes included.
-    again = cbor2.dumps(value)
-    if again != data:
-        if data.startswith(again):
+    if not spelled_canonically(value, data):
+        if data.startswith(cbor2.dumps(value)):
             raise DecodeError("trailing bytes after the value")
         raise DecodeError("value is not canonically encoded")
     return value
+
+
+def spelled_canonically(value: Any, data: bytes) -> bool:
+    """Whether ``data``, which ``decode_stored`` turned into ``value``, is
+    its canonical spelling and nothing more.
+
+    Only for a value whose maps have their keys in canonical order and whose
+    items are of the allowed types: ``decode``'s walk checks both; a caller
+    that checked a fixed shape itself (exact keys in order, every value's
+    type) may skip the walk.  Keys already in order, the plain encoder
+    writes the canonical bytes, and comparing catches every other spelling
+    (longer heads, indefinite lengths, repeated keys), trailing bytes
+    included.
+    """
+    return cbor2.dumps(value) == data
 
 
 def decode_stored(data: bytes, *, size_max: int) -> Any:

@@ -135,14 +135,16 @@ cbor_values = st.recursive(
                                                                 max_size=3),
     max_leaves=6)
 
-
-@SETTINGS
-@given(st.fixed_dictionaries(
+attest_shaped = st.fixed_dictionaries(
     {"op": st.one_of(st.just("attest"), cbor_values),
      "kind": st.one_of(st.sampled_from(evidence.KINDS), cbor_values),
      "sha256": st.one_of(st.binary(min_size=32, max_size=32), cbor_values),
      "case_no": st.one_of(texts, cbor_values)},
-    optional={"title": st.one_of(texts, cbor_values)}))
+    optional={"title": st.one_of(texts, cbor_values)})
+
+
+@SETTINGS
+@given(attest_shaped)
 def test_an_attest_shaped_map_with_any_values_never_raises(body: dict[str, Any]) -> None:
     """Every field of every shape, hashable or not (a list as ``kind``
     raised TypeError in every node's execution until session 16)."""
@@ -151,6 +153,60 @@ def test_an_attest_shaped_map_with_any_values_never_raises(body: dict[str, Any])
     assert parsed is None or (_well_formed(parsed) and dict(parsed) == body)
     assert (parsed is not None) == _well_formed(body)
     _index([Tx("spc", 1, "c", "r", payload)], _header())  # never raises
+
+
+def _parse_by_decode(payload: bytes) -> dict[str, Any] | None:
+    """parse_payload's answer as it was before session 16: codec.decode's
+    generic walk and re-encode, then the shape."""
+    try:
+        body = codec.decode(payload, size_max=evidence.PAYLOAD_BYTES_MAX)
+    except codec.DecodeError:
+        return None
+    keys = {"op", "kind", "sha256", "case_no"}
+    if type(body) is not dict or body.keys() not in (keys, keys | {"title"}):
+        return None
+    return body if _well_formed(body) else None
+
+
+@st.composite
+def spellings(draw: st.DrawFn) -> bytes:
+    """Payload bytes of every kind parse_payload meets: canonical ones, the
+    same maps with their keys in another order or with an extra or repeated
+    key, with trailing bytes or an indefinite-length head, and byte edits."""
+    body = draw(st.one_of(attest_shaped, payloads.map(cbor2.loads)))
+    how = draw(st.sampled_from(("canonical", "reordered", "extra", "repeated", "trailing",
+                                "indefinite", "edited")))
+    if how == "reordered":
+        keys = draw(st.permutations(list(body)))
+        return cbor2.dumps({k: body[k] for k in keys})
+    if how == "extra":
+        return cbor2.dumps({**body, draw(st.text(max_size=8)): draw(cbor_values)},
+                           canonical=True)
+    canonical = cbor2.dumps(body, canonical=True)
+    if how == "repeated":  # the first key once more, its value first: cbor2 keeps the last
+        head, rest = canonical[0], canonical[1:]
+        first = cbor2.dumps(next(iter(body)))
+        return bytes([head + 1]) + first + cbor2.dumps(draw(cbor_values)) + rest
+    if how == "trailing":
+        return canonical + draw(st.binary(min_size=1, max_size=3))
+    if how == "indefinite":
+        return b"\xbf" + canonical[1:] + b"\xff"
+    if how == "edited":
+        raw = bytearray(canonical)
+        at = draw(st.integers(0, len(raw) - 1))
+        raw[at] = draw(st.integers(0, 255))
+        return bytes(raw)
+    return canonical
+
+
+@settings(max_examples=1000, derandomize=True, deadline=None)
+@given(spellings())
+def test_parse_payload_answers_as_codec_decode_and_the_shape_rules_do(payload: bytes) -> None:
+    """Session 16 checks the fixed shape itself instead of codec.decode's
+    walk (a third of a parse); the answers must be the same for every
+    spelling, canonical or not."""
+    parsed = evidence.parse_payload(payload)
+    assert (None if parsed is None else dict(parsed)) == _parse_by_decode(payload)
 
 
 @pytest.mark.parametrize(("chars", "attests"), [(5000, False), (64, True)])
