@@ -140,6 +140,7 @@ def assemble(settings: Settings, stack: ExitStack) -> Node:
     stack.callback(store.close)
     _write_pid_file(settings.data_dir, stack)
     genesis_tip = ChainTip.genesis(genesis.genesis_hash(), genesis.genesis_time_ms)
+    evidence.remember_parsed(settings.consensus.batch_requests_max)
     workflows = WorkflowApp(store, engine_config(genesis))
     chain = ChainStore(store, genesis.chain_id, genesis_tip, indexers=[evidence.index_block],
                        app=workflows)

@@ -90,21 +90,33 @@ def parse_payload(payload: bytes) -> Mapping[str, Any] | None:
 
     Every block asks twice per transaction (the workflow engine skips
     attestations, the index records them), so answers are remembered for
-    the last ``PARSED_MAX`` payloads; they are read-only views because
-    they are shared.
+    the last block's payloads (``remember_parsed``); they are read-only
+    views because they are shared.
     """
     if type(payload) is not bytes or len(payload) > PAYLOAD_BYTES_MAX:
         return None
     return _parse_cached(payload)
 
 
-# A block's worth (batch_requests_max defaults to 1,000); at most 4 MiB of
-# payloads held.  A larger block parses its attestations twice, as before.
-PARSED_MAX = 1024
+def remember_parsed(block_requests_max: int) -> None:
+    """Size the cache of parsed payloads to hold a whole block of up to
+    ``block_requests_max`` transactions (the daemon passes ``[consensus]
+    batch_requests_max`` at start-up).
+
+    Why: the two asks walk a block in the same order, so a block larger than
+    the cache misses on every second ask (least recently used goes first) and
+    parses each attestation twice.  What it holds is about one block's
+    payloads, which ``batch_bytes_max`` bounds, plus a small map each."""
+    global _parse_cached
+    size = max(PARSED_MIN, block_requests_max)
+    if _parse_cached.cache_info().maxsize != size:
+        _parse_cached = functools.lru_cache(maxsize=size)(_parse)
 
 
-@functools.lru_cache(maxsize=PARSED_MAX)
-def _parse_cached(payload: bytes) -> Mapping[str, Any] | None:
+PARSED_MIN = 1024
+
+
+def _parse(payload: bytes) -> Mapping[str, Any] | None:
     try:
         body = codec.decode_stored(payload, size_max=PAYLOAD_BYTES_MAX)
     except codec.DecodeError:
@@ -131,6 +143,9 @@ def _parse_cached(payload: bytes) -> Mapping[str, Any] | None:
     if not codec.spelled_canonically(body, payload):
         return None
     return MappingProxyType(body)
+
+
+_parse_cached = functools.lru_cache(maxsize=PARSED_MIN)(_parse)
 
 
 def _is_text(value: Any, chars_max: int) -> bool:
