@@ -114,11 +114,17 @@ class ChainEventSource:
                                         "time_ms": header.time_ms,
                                         "tx_count": header.tx_count})]
         get_state = self.chain.store.get_state
+        seen: set[bytes] = set()
         for tx in stored_txs(record["batch"]):
             body = evidence.parse_payload(tx.payload)
             if body is None:
                 continue
             tx_id = tx.tx_id
+            # A request repeated in its submission is the same transaction
+            # (same id, one index record), executed once: one event.
+            if tx_id in seen:
+                continue
+            seen.add(tx_id)
             # Indexed at this height iff executed here (a replayed request is not).
             key = evidence.index_key(body["sha256"], tx_id)
             raw = get_state(key)

@@ -196,3 +196,15 @@ def test_attestation_like_payloads_of_other_shapes_execute_and_index_nothing(
         for node in nodes:
             records = evidence.records_for(node.store.iter_state, bytes.fromhex(sha))
             assert [r["request_id"] for r in records] == ["good"]
+
+
+def test_a_request_repeated_in_its_submission_is_one_attestation_event(tmp_path: Path) -> None:
+    """A court may put the same request twice in one SUBMIT: one transaction
+    id, executed and indexed once (the second is a duplicate), so one event."""
+    tx = TxMaker().attest("cc-nanguan", ref("doc"), CN)
+    with store_chains(tmp_path, 1, at(2020, 9, 1)) as (a,):
+        block = a.block(T0, [tx, tx])
+        assert (len(block.txs), len(block.fresh)) == (2, 1)
+        events = ChainEventSource(a.chain, a.app).events_at(1)
+        assert events is not None
+        assert [topic for topic, _event in events] == ["blocks", "attestations"]
