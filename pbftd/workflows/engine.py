@@ -122,6 +122,14 @@ def _err(code: str, message: str, field_name: str | None = None) -> WorkflowErro
     return WorkflowError(code, message, field_name)
 
 
+def _q(text: str) -> str:
+    """A text quoted in a refusal's message, verbatim.  Not repr(): it
+    escapes what the Python build's Unicode tables call unprintable, and the
+    message is stored with the result on every node (validated texts hold
+    no control characters, so there is nothing to escape)."""
+    return f"'{text}'"
+
+
 class Engine:
     def __init__(self, config: Config | None = None,
                  is_attested_by: IsAttestedBy | None = None) -> None:
@@ -247,20 +255,20 @@ class Engine:
     def _get_case(state: State, case_no: str) -> dict[str, Any]:
         case = get_obj(state, K.case(case_no))
         if case is None:
-            raise _err("not_found", f"no case {case_no!r}", "case_no")
+            raise _err("not_found", f"no case {_q(case_no)}", "case_no")
         return case
 
     @staticmethod
     def _get_enf(state: State, case_no: str) -> dict[str, Any]:
         enf = get_obj(state, K.enf(case_no))
         if enf is None:
-            raise _err("not_found", f"no enforcement case {case_no!r}", "enforcement_case_no")
+            raise _err("not_found", f"no enforcement case {_q(case_no)}", "enforcement_case_no")
         return enf
 
     @staticmethod
     def _own(ctx: TxContext, court: str, what: str) -> None:
         if ctx.court != court:
-            raise _err("forbidden", f"{what} belongs to court {court!r}, not {ctx.court!r}")
+            raise _err("forbidden", f"{what} belongs to court {_q(court)}, not {_q(ctx.court)}")
 
     def _set_case_state(self, state: State, case: dict[str, Any], new: str,
                         block: BlockContext) -> None:
@@ -290,10 +298,10 @@ class Engine:
     def _register(self, state: State, ctx: TxContext, p: dict[str, Any]) -> TxResult:
         cn = p["case_no"]
         if state.get(K.case(cn)) is not None or state.get(K.enf(cn)) is not None:
-            raise _err("conflict", f"case {cn!r} is already on chain", "case_no")
+            raise _err("conflict", f"case {_q(cn)} is already on chain", "case_no")
         if not self.is_attested_by(bytes.fromhex(p["document_sha256"]), ctx.court):
             raise _err("not_attested", f"document {p['document_sha256']} is not attested by "
-                       f"court {ctx.court!r}; attest it (evidence.attest) first",
+                       f"court {_q(ctx.court)}; attest it (evidence.attest) first",
                        "document_sha256")
         due_ms = day_after_start_ms(date.fromisoformat(p["performance_deadline"]))
         creditors = sorted({o["creditor_ref"] for o in p["obligations"]})
@@ -416,12 +424,12 @@ class Engine:
                  ecn: str) -> TxResult:
         if not self.is_attested_by(bytes.fromhex(case["document_sha256"]), case["court"]):
             raise _err("not_attested", "the original document is not attested on chain by "
-                       f"court {case['court']!r}", "case_no")
+                       f"court {_q(case['court'])}", "case_no")
         if case["kind"] == "judgment" and case["certificate"] is None:
             raise _err("bad_state", "a judgment needs its effectiveness certificate "
                        "(case.issueEffectivenessCertificate) before enforcement", "case_no")
         if state.get(K.enf(ecn)) is not None or state.get(K.case(ecn)) is not None:
-            raise _err("conflict", f"case number {ecn!r} is already on chain",
+            raise _err("conflict", f"case number {_q(ecn)} is already on chain",
                        "enforcement_case_no")
         app = case["application"]
         owed = [o for o in case["obligations"] if o["creditor_ref"] == app["creditor_ref"]]
@@ -612,7 +620,7 @@ class Engine:
             raise _err("invalid_params", "renews must name an order of the same case, type, "
                        "agency, asset class and debtor", "renews")
         if old["status"] not in ("open", "done", "partial"):
-            raise _err("bad_state", f"order {old_id!r} is {old['status']}; renewal must be "
+            raise _err("bad_state", f"order {_q(old_id)} is {old['status']}; renewal must be "
                        "filed before the term expires", "renews")
         self._end_term(state, old, "renewed")
         old["renewed_by"] = order["order_id"]
@@ -748,7 +756,7 @@ class Engine:
         order = get_obj(state, K.order(p["order_id"]))
         if order is None or order["agency"] != p["agency"]:
             # the same answer whether the order is absent or someone else's
-            raise _err("not_found", f"agency {p['agency']!r} has no order {p['order_id']!r}",
+            raise _err("not_found", f"agency {_q(p['agency'])} has no order {_q(p['order_id'])}",
                        "order_id")
         if order["status"] not in ("open", "partial"):
             raise _err("bad_state", f"order is {order['status']}", "order_id")

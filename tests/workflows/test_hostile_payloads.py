@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from pbftd.core import codec
 from pbftd.core.chain import Tx
-from pbftd.workflows import METHODS
+from pbftd.workflows import METHODS, WorkflowError
+from pbftd.workflows.validate import want_case_no
 
 from .harness import Chain, TxMaker, at, doc, ref, register_params
 from .test_rules import BANK, COURT, ECN, filed
@@ -193,3 +194,30 @@ def test_a_stored_record_that_does_not_decode_still_stops_the_node(monkeypatch: 
     monkeypatch.setitem(ops._VALIDATORS, "agency.report", corrupt)
     with pytest.raises(codec.DecodeError):
         _run([Tx(COURT, 1, "enforcement", "r1", _payload("agency.report", {}))])
+
+
+def _accepted_case_no(text: str) -> bool:
+    try:
+        return want_case_no(text, "case_no") == text
+    except WorkflowError:
+        return False
+
+
+@SETTINGS
+@given(st.text(min_size=1, max_size=64).filter(_accepted_case_no))
+def test_a_refusal_names_a_case_number_verbatim_never_by_the_unicode_tables(cn: str) -> None:
+    """A refusal's message is stored with its result on every node (wfr/),
+    so it may not follow the Python build either.  repr() escapes what the
+    build's tables call unprintable: a case number holding U+1F6DC
+    (unassigned before Unicode 15) was quoted '\\U0001f6dc' by Python 3.11
+    and as itself by 3.12, so the nodes' stored results differed."""
+    results = _run([
+        Tx(COURT, 1, "trial", "r1", _payload("case.confirmPerformance", {
+            "case_no": cn, "creditor_ref": CREDITOR, "performed": True})),
+        Tx(COURT, 1, "enforcement", "r2", _payload("enforcement.record", {
+            "enforcement_case_no": cn, "type": "notice"}))])
+    messages = [r["error"]["message"] for _t, r in results if not r["ok"]]
+    if cn != CN:
+        assert f"no case '{cn}'" in messages
+    if cn != ECN:
+        assert f"no enforcement case '{cn}'" in messages
