@@ -547,6 +547,11 @@ class Engine:
             events.append(self._event("enforcement.resumed", ctx.block, enf["court"],
                                       enforcement_case_no=enf["case_no"], reason="manual"))
         elif kind == "closure":
+            if st == "settled" and enf["settlement"]["status"] == "open":
+                # Closed while its settlement runs: the settlement ends with
+                # the case, and its deadline may not resume a closed case.
+                self._cancel_settlement_deadline(state, enf)
+                enf["settlement"]["status"] = "closed"
             enf["state"] = "closed"
             enf["closure"] = {"mode": p["mode"], **ctx.stamp()}
         elif kind == "archive":

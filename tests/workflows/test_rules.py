@@ -315,6 +315,24 @@ def test_settlement_breach_reported_by_the_creditor_resumes_at_once() -> None:
     assert chain.block(at(2020, 12, 2), []).events == []   # the deadline was cancelled
 
 
+@pytest.mark.parametrize("archive", [False, True])
+def test_a_case_closed_during_its_settlement_stays_closed_past_the_deadline(
+        archive: bool) -> None:
+    """Closure (mode "settled" or any other) ends an open settlement; its
+    deadline passing later used to set the closed, even archived, case back
+    to active with an automatic resume."""
+    chain, mk = Chain(), TxMaker()
+    filed(chain, mk)
+    chain.block(at(2020, 10, 12), [_record(mk, "settlement", deadline="2020-11-30")])
+    closing = [_record(mk, "closure", mode="settled")] + ([_record(mk, "archive")] if archive
+                                                          else [])
+    assert all(r["ok"] for _t, r in chain.block(at(2020, 10, 20), closing).results)
+    assert chain.block(at(2020, 12, 2), []).events == []
+    enf = reads.enforcement_get(chain.state, ECN)
+    assert enf["state"] == ("archived" if archive else "closed")
+    assert enf["settlement"]["status"] == "closed"
+
+
 def test_a_bank_sees_and_answers_only_its_own_orders() -> None:
     chain, mk = Chain(), TxMaker()
     filed(chain, mk)
