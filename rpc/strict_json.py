@@ -38,7 +38,12 @@ INT_DIGITS_MAX = 4300  # CPython's own default limit for int(str)
 
 _BOM = b"\xef\xbb\xbf"
 # A JSON string (unrolled loop: no catastrophic backtracking) or a bracket.
-_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+# A string left open runs to the end of the text (a lone trailing backslash
+# included), so a match from a quote never fails: when it could, finditer
+# tried again at every later quote and scanned to the end each time, and a
+# body of escaped quotes (\"\"\"...) cost time quadratic in its length.
+# Such a body is not JSON anyway; json.loads says so.
+_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)|[\[\]{}]', re.DOTALL)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
