@@ -25,6 +25,7 @@ linking ``prev_hash`` and recomputing ``time_ms`` from certified times.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -204,9 +205,22 @@ def _fail(code: str, detail: str) -> ProofError:
 
 
 def header_from_json(h: Mapping[str, Any]) -> BlockHeader:
+    """A schema-valid header as a BlockHeader; ProofError if a text in it is not
+    Unicode text (a lone surrogate, "\\ud800" in JSON): hashing it would raise."""
+    for name in ("chain_id", "proposer"):
+        if _lone_surrogate(h[name]):
+            raise _fail("malformed", f"header/{name}: contains a lone surrogate")
     return BlockHeader(h["chain_id"], h["height"], bytes.fromhex(h["prev_hash"]), h["time_ms"],
                        h["batch_time_ms"], bytes.fromhex(h["tx_root"]), h["tx_count"],
                        bytes.fromhex(h["state_root"]), h["proposer"], h["view"])
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(text: str) -> bool:
+    # json decodes an escaped pair ("\ud83d\ude00") into one character: any left is lone
+    return not text.isascii() and _SURROGATE.search(text) is not None
 
 
 def _validator_set(validators: Mapping[str, bytes]) -> ValidatorSet:
@@ -402,14 +416,29 @@ def _no_constant(name: str) -> None:
 
 
 def parse_proof_json(data: bytes) -> Any:
-    """Strict JSON (UTF-8, no duplicate keys, no NaN); ProofError if not."""
+    """Strict JSON (UTF-8, no duplicate keys, no NaN, no lone surrogates, no
+    nesting deep enough to exhaust the stack); ProofError if not."""
     try:
-        return json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicate_keys,
-                          parse_constant=_no_constant)
+        value = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicate_keys,
+                           parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise _fail("not_json", "the proof is not UTF-8 text") from None
     except ValueError as exc:
         raise _fail("not_json", f"the proof is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _fail("not_json", "the proof is not valid JSON: nested too deeply") from None
+    stack = [value]
+    while stack:  # iterative: what parsed may still be nested deeply
+        item = stack.pop()
+        if type(item) is str:
+            if _lone_surrogate(item):
+                raise _fail("not_json", "the proof holds a string with a lone surrogate")
+        elif type(item) is list:
+            stack.extend(item)
+        elif type(item) is dict:
+            stack.extend(item)
+            stack.extend(item.values())
+    return value
 
 
 def verify_proof_bytes(data: bytes, trust: Trust) -> VerifiedAttestation:

@@ -415,3 +415,37 @@ def test_duplicate_json_keys_and_nan_are_not_json(sample, proof):
         with pytest.raises(ProofError) as info:
             verify_proof_bytes(bad.encode(), trust)
         assert info.value.code in {"not_json", "malformed"}
+
+
+# --------------------------------------------------------------------------
+# hostile JSON: a proof file comes from whoever hands it over, and a header
+# list from whichever node a light client asks.  Every failure is a
+# ProofError (pbftd verify-proof catches only that), never a traceback.
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 100_000,
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+], ids=["open", "closed", "objects"])
+def test_deeply_nested_json_is_not_json(sample, body):
+    with pytest.raises(ProofError) as info:
+        verify_proof_bytes(body, trust_from_genesis(sample.genesis))
+    assert info.value.code == "not_json"
+
+
+def test_a_lone_surrogate_in_a_header_text_is_malformed(sample, proof):
+    trust = trust_from_genesis(sample.genesis)
+    for member in ("proposer", "chain_id"):
+        bad = copy.deepcopy(proof)
+        bad["header"][member] = "n\ud800"
+        assert _reason(sample, bad) in {"malformed", "chain_id_mismatch"}
+        text = json.dumps(bad)                  # ASCII: the surrogate as \ud800
+        with pytest.raises(ProofError) as info:
+            verify_proof_bytes(text.encode(), trust)
+        assert info.value.code in {"not_json", "malformed", "chain_id_mismatch"}
+    entries = copy.deepcopy(headers(sample.chain, 1, 1))
+    entries[0]["header"]["proposer"] = "\udc00"
+    with pytest.raises(ProofError) as info:
+        HeaderChain(trust).extend(entries)
+    assert info.value.code == "malformed"
