@@ -55,16 +55,13 @@ RESULT = {
 
 def _chunks(items: list[tuple[int, Request]], count_max: int,
             bytes_max: int) -> list[list[tuple[int, Request]]]:
-    """Split into submissions that fit a batch (count and approximate bytes).
-
-    Bytes, not characters: a 128-character Chinese request_id is 384 bytes
-    on the wire, and a submission over batch_bytes_max is refused whole
-    (every item in it answered "not accepted")."""
+    """Split into submissions that fit a batch (count and approximate bytes;
+    a submission over batch_bytes_max is refused whole, every item in it
+    answered "not accepted")."""
     out: list[list[tuple[int, Request]]] = [[]]
     size = 0
     for item in items:
-        req = item[1]
-        cost = len(req.payload) + len(req.rid.encode()) + len(req.client.encode()) + 16
+        cost = item[1].size_bytes()
         if out[-1] and (len(out[-1]) >= count_max or size + cost > bytes_max * 0.9):
             out.append([])
             size = 0

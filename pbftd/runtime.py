@@ -71,7 +71,6 @@ EVENTS_MAX = 4096
 GROUP_INPUTS_MAX = 32
 # Headroom under batch_bytes_max for a merged SUBMIT's envelope and CBOR heads.
 _SUBMIT_OVERHEAD_BYTES = 512
-_REQUEST_OVERHEAD_BYTES = 16
 # A commit certificate in a BLOCKS reply: at most n envelopes of ~200 bytes.
 _CERT_BYTES_MAX = 16 * 1024
 
@@ -552,5 +551,4 @@ def _not_accepted(waiter: CommitWaiter, reason: str) -> None:
 
 def _requests_bytes(requests: Sequence[Request]) -> int:
     """About what the requests add to a SUBMIT's signed bytes."""
-    return sum(len(r.client) + len(r.rid) + len(r.payload) + _REQUEST_OVERHEAD_BYTES
-               for r in requests)
+    return sum(r.size_bytes() for r in requests)

@@ -187,6 +187,13 @@ class Request:
     def to_wire(self) -> list[Any]:
         return [self.client, self.rid, self.payload]
 
+    def size_bytes(self) -> int:
+        """About what this request adds to a SUBMIT's signed bytes: its
+        texts' UTF-8 (a Chinese character is three bytes) and payload, and a
+        few CBOR heads.  Used to split requests into SUBMITs that fit a
+        batch, which a replica refuses over ``batch_bytes_max``."""
+        return len(self.client.encode()) + len(self.rid.encode()) + len(self.payload) + 16
+
 
 @dataclass(frozen=True, slots=True)
 class Submit(Message):

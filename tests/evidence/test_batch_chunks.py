@@ -64,3 +64,17 @@ def test_every_chunk_fits_whatever_the_text(rids_payloads: list[tuple[str, bytes
     assert [i for chunk in chunks for i, _ in chunk] == list(range(len(items)))
     for chunk in chunks:
         assert _submit_bytes(chunk) <= bytes_max
+
+
+@settings(max_examples=100, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.data_too_large])
+@given(st.lists(st.tuples(st.text(min_size=1, max_size=128), _rids, _payloads),
+                min_size=1, max_size=40))
+def test_request_size_bytes_bounds_what_each_request_adds_to_a_submit(
+        items: list[tuple[str, str, bytes]]) -> None:
+    """The estimate both splitters use (attestBatch's _chunks, the runtime
+    merging submissions) may only err high, or a SUBMIT they judged to fit
+    would be refused.  The runtime keeps 512 bytes for the envelope."""
+    requests = tuple(Request(client, rid, payload) for client, rid, payload in items)
+    signed = Submit.create(SIGNER, "court-chain", "jl-cc-nanguan-basic", 1, requests).size_bytes
+    assert signed <= 512 + sum(r.size_bytes() for r in requests)
