@@ -169,10 +169,10 @@ class ConsensusSettings:
     """This node's batching and timers; parameters all replicas share are in genesis."""
 
     batch_requests_max: int = setting(
-        2000, parse=_int(1, 100_000), doc="requests per pre-prepare batch, requests"
+        1000, parse=_int(1, 100_000), doc="requests per pre-prepare batch, requests"
     )
     batch_bytes_max: int = setting(
-        2_097_152, parse=_int(1024, _GiB), doc="encoded size of a batch, bytes"
+        1_048_576, parse=_int(1024, _GiB), doc="encoded size of a batch, bytes"
     )
     batch_wait_ms: int = setting(
         5, parse=_int(0, 10_000), doc="how long the primary waits to fill a batch, milliseconds"

@@ -61,8 +61,8 @@ class FollowerConfig:
     checkpoint_interval: int = 16
     poll_interval_ms: int = 500
     fetch_timeout_ms: int = 2_000
-    batch_requests_max: int = 2_000
-    batch_bytes_max: int = 2 << 20
+    batch_requests_max: int = 1_000
+    batch_bytes_max: int = 1 << 20
     limits: Limits = field(default_factory=Limits)
 
 

@@ -113,8 +113,8 @@ class ReplicaConfig:
     chain_id: str
     checkpoint_interval: int = 16
     watermark_window: int = 64
-    batch_requests_max: int = 2_000
-    batch_bytes_max: int = 2 << 20
+    batch_requests_max: int = 1_000
+    batch_bytes_max: int = 1 << 20
     batch_wait_ms: int = 5
     pipeline_depth_max: int = 8
     # A partial batch is proposed only while fewer batches than this are in

@@ -73,8 +73,8 @@ BRIEF_DEFAULTS = {
         gossip_fanout=3,
     ),
     "consensus": dict(
-        batch_requests_max=2000,
-        batch_bytes_max=2_097_152,
+        batch_requests_max=1000,
+        batch_bytes_max=1_048_576,
         batch_wait_ms=5,
         request_timeout_ms=2000,
         view_change_timeout_ms=4000,
