@@ -69,11 +69,25 @@ def envelope_bytes_max(frame_bytes_max: int, batch_frames_max: int) -> int:
     return 1 + _CBOR_HEADER_BYTES_MAX * (1 + batch_frames_max) + frame_bytes_max
 
 
+def _refuse_aliasing(*_args: object) -> object:
+    raise PeerProtocolError("CBOR value sharing and string references are not allowed")
+
+
+# Value sharing (tags 28/29) and string references (256/25) decode to one
+# object referenced any number of times, and the canonical check below would
+# re-encode every reference in full: 221 bytes of HELLO, before the handshake,
+# blocked the event loop for seconds inside cbor2, and 4 MB asked it for a
+# terabyte and aborted the process.  They are refused as they are read.
+_NO_ALIASING = {tag: _refuse_aliasing for tag in (25, 28, 29, 256)}
+
+
 def _loads_exact(data: bytes | memoryview, *, canonical: bool) -> object:
     try:
-        value = cbor2.loads(data)
+        value = cbor2.loads(data, semantic_decoders=_NO_ALIASING)
         same = cbor2.dumps(value, canonical=canonical) == data
     except _DECODE_ERRORS as exc:
+        if isinstance(exc.__cause__, PeerProtocolError):  # ours, wrapped by cbor2
+            raise exc.__cause__ from None
         raise PeerProtocolError(f"undecodable CBOR: {exc}") from None
     if not same:
         raise PeerProtocolError("CBOR not in canonical form or has trailing bytes")

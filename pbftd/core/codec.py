@@ -187,13 +187,30 @@ def decode_stored(data: bytes, *, size_max: int) -> Any:
     if len(data) > size_max:
         raise DecodeError(f"frame of {len(data)} bytes exceeds {size_max}")
     try:
-        return cbor2.loads(data, tag_hook=_refuse_tag)
+        return cbor2.loads(data, tag_hook=_refuse_tag, semantic_decoders=_REFUSED_SEMANTICS)
     except DecodeError:
         raise
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError,
             RecursionError, EOFError, UnicodeDecodeError) as exc:
+        if isinstance(exc.__cause__, DecodeError):  # ours, raised inside cbor2 and wrapped
+            raise exc.__cause__ from None
         raise DecodeError(f"malformed CBOR: {exc}") from None
 
 
-def _refuse_tag(_decoder: Any, tag: Any) -> Any:
+def _refuse_tag(tag: Any, _immutable: bool) -> Any:
+    """cbor2 (6.x) calls this for a tag it has no decoder for."""
     raise DecodeError(f"CBOR tag {tag.tag} is not allowed")
+
+
+def _refuse_aliasing(*_args: Any) -> Any:
+    raise DecodeError("CBOR value sharing and string references are not allowed")
+
+
+# Value sharing (tag 28 marks a value shareable, 29 refers to it) and string
+# references (256 opens a namespace, 25 refers to a string in it) decode to
+# allowed types, one object referenced any number of times.  ``decode`` would
+# refuse the spelling only after walking every reference and re-encoding each
+# in full: 400 bytes made a value of 4 billion nodes for ``_check``, 4 MB of
+# references to one string asked cbor2 for a terabyte and aborted the process.
+# So they are refused as they are read, before any of that.
+_REFUSED_SEMANTICS = {tag: _refuse_aliasing for tag in (25, 28, 29, 256)}

@@ -130,6 +130,49 @@ def test_codec_refuses_every_tag(data):
     _refused(data)
 
 
+def _shared_tree(width: int, depth: int) -> bytes:
+    """``[l0, l1, ..., l_depth]`` where l0 = [0] and each l_i is a list of
+    ``width`` references to l_(i-1), through CBOR value sharing (tag 28
+    marks a value shareable, tag 29 refers to one): about 3 * width * depth
+    bytes that cbor2 decodes into a value of width ** depth nodes."""
+    items = [b"\xd8\x1c\x81\x00"]
+    for i in range(1, depth + 1):
+        items.append(b"\xd8\x1c" + cbor2.dumps([0] * width)[:-width]
+                     + (b"\xd8\x1d" + cbor2.dumps(i - 1)) * width)
+    return cbor2.dumps([0] * len(items))[:-len(items)] + b"".join(items)
+
+
+def _shared_bytes(size: int, count: int) -> bytes:
+    """One byte string of ``size`` and ``count`` value-sharing references to it."""
+    return (cbor2.dumps([0] * (count + 1))[:-(count + 1)]
+            + b"\xd8\x1c" + cbor2.dumps(b"x" * size) + b"\xd8\x1d\x00" * count)
+
+
+def _string_refs(size: int, count: int) -> bytes:
+    """The same through string references (namespace tag 256, reference tag 25)."""
+    return (b"\xd9\x01\x00" + cbor2.dumps([0] * (count + 1))[:-(count + 1)]
+            + cbor2.dumps(b"x" * size) + b"\xd8\x19\x00" * count)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("data", [
+    _shared_tree(16, 8),            # 400 bytes, 16**8 = 4.3e9 nodes
+    _shared_tree(2, 14),
+    _shared_bytes(10_000, 20_000),  # 60 KB that re-encode to 200 MB
+    _string_refs(10_000, 20_000),
+    _string_refs(40, 3),
+], ids=["tree-16^8", "tree-2^14", "shared-bytes", "string-refs", "string-refs-small"])
+def test_codec_refuses_aliased_values_before_walking_or_re_encoding_them(data):
+    """Regression: cbor2 decodes value-sharing (28/29) and string-reference
+    (256/25) tags into one object referenced many times.  ``decode`` walked
+    every reference (``_check``) and re-encoded every one in full before it
+    could see that the spelling was not canonical: a 400-byte frame from
+    any linked peer, before any signature is checked, kept the consensus
+    task busy for hours, and 60 KB re-encoded to 200 MB.  The tags must be
+    refused as the bytes are read."""
+    assert "sharing" in _refused(data)
+
+
 @pytest.mark.parametrize("data", [
     b"\xf9\x3c\x00",                       # half float 1.0
     b"\xfa\x3f\x80\x00\x00",               # single float 1.0

@@ -82,6 +82,50 @@ def test_hello_rejects_duplicate_keys_and_non_canonical_forms() -> None:
         decode_hello(as_bool)
 
 
+def _array_head(n: int) -> bytes:
+    return cbor2.dumps([0] * n)[:-n]
+
+
+def _shared_tree(width: int, depth: int) -> bytes:
+    """[l0, ..., l_depth], each l_i ``width`` value-sharing references (tags
+    28/29) to l_(i-1): 3 * width * depth bytes, width ** depth nodes."""
+    items = [b"\xd8\x1c\x81\x00"]
+    for i in range(1, depth + 1):
+        items.append(b"\xd8\x1c" + _array_head(width) + (b"\xd8\x1d" + cbor2.dumps(i - 1)) * width)
+    return _array_head(len(items)) + b"".join(items)
+
+
+def _string_refs(size: int, count: int) -> bytes:
+    """One string of ``size`` bytes and ``count`` string references (tags 256/25) to it."""
+    return (b"\xd9\x01\x00" + _array_head(count + 1) + cbor2.dumps(b"x" * size)
+            + b"\xd8\x19\x00" * count)
+
+
+ALIASED = {"tree-8^8": _shared_tree(8, 8),
+           "shared-bytes": _array_head(20_001) + b"\xd8\x1c" + cbor2.dumps(b"x" * 10_000)
+           + b"\xd8\x1d\x00" * 20_000,
+           "string-refs": _string_refs(10_000, 20_000),
+           # 256({"t": "hello", "v": 25(0)})
+           "hello-string-refs": b"\xd9\x01\x00\xa2\x61t\x65hello\x61v\xd8\x19\x00"}
+DECODERS = {"batch": lambda d: decode_message(b"\x00" + d, frame_bytes_max=1 << 22,
+                                              batch_frames_max=1 << 20),
+            "hello": decode_hello, "auth": decode_auth}
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("decoder", sorted(DECODERS))
+@pytest.mark.parametrize("data", list(ALIASED.values()), ids=list(ALIASED))
+def test_decoders_refuse_value_sharing_and_string_references_as_they_read(decoder, data):
+    """Regression: cbor2 decodes value sharing (tags 28/29) and string
+    references (256/25) into one object referenced many times, and the
+    canonical check re-encoded every reference in full: 221 bytes of HELLO
+    from anyone who opens a TCP connection, before the handshake, blocked
+    the event loop for 9 s inside cbor2 (400 bytes: hours), and a 4 MB
+    message asked for a terabyte and aborted the process."""
+    with pytest.raises(PeerProtocolError, match="sharing"):
+        DECODERS[decoder](data)
+
+
 def test_auth_signature_must_be_64_bytes() -> None:
     assert decode_auth(encode_auth(Auth(b"s" * 64))) == Auth(b"s" * 64)
     with pytest.raises(PeerProtocolError):
