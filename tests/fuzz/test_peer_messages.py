@@ -30,15 +30,18 @@ from typing import Any
 
 import cbor2
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from p2p import wire as p2p_wire
+from pbftd.core import codec
 from pbftd.core.actions import Note
-from pbftd.core.messages import CommittedBlock, ProtocolError
+from pbftd.core.crypto import Verifier
+from pbftd.core.follower import Follower, FollowerConfig
+from pbftd.core.messages import DOMAIN, MESSAGE_TYPES, CommittedBlock, ProtocolError
 from pbftd.core.replica import Replica
-from tests.core.harness import NOW, Peers, Shell, check_invariants
+from tests.core.harness import NOW, Peers, Shell, check_invariants, signer_for
 from tests.fuzz.mutate import (
     ENCODING_FAULTS,
     SIGNED,
@@ -443,3 +446,135 @@ def test_snapshot_sees_what_a_valid_message_changes():
         replica.on_message(via, frame, NOW)
         assert rejected(replica) == 0, dict(replica.stats)
         assert snapshot(replica) != before
+
+
+# --------------------------------------------------------------------------
+# any canonical value in any field, at any depth, to a replica and an observer
+#
+# The properties above splice a fixed list of wrong-typed values (TYPE_FAULTS).
+# This one draws arbitrary values of every kind the codec admits, nested:
+# full-range 64-bit ints, bytes, text, bools, null, lists, str-keyed maps
+# (field names included, so a map can look almost right), and validly signed
+# envelopes of every message type, so an envelope of the wrong type (or a
+# plausible one in the wrong place) reaches every ``open_envelope``.  Maps at
+# any depth also get a key dropped, added or renamed.  The frame is re-signed
+# on the way up; a Follower (an observer, which opens BLOCKS and FETCH) is fed
+# the same frame as the replica.
+
+_EDGE_INTS = [0, 1, -1, 2, 3, 4, 5, 8, 63, 64, 65, 1_000, NOW, NOW + 1, codec.INT_MAX,
+              codec.INT_MAX - 1, codec.INT_MIN, codec.INT_MIN + 1]
+OBSERVER = "obs"
+
+
+@cache
+def _envelope_pool() -> list[list[bytes]]:
+    """Every signed envelope the templates hold, nested ones included."""
+    pool: dict[bytes, list[bytes]] = {}
+    for kind in KINDS:
+        tree, all_paths = _tree(kind)
+        for q in all_paths:
+            if q and q[-1] == SIGNED:
+                node = get(tree, q[:-1])
+                pool[node[1]] = [node[0], node[1]]
+    return [pool[sig] for sig in sorted(pool)]
+
+
+@cache
+def _field_names() -> list[str]:
+    return sorted({step for kind in KINDS for q in _tree(kind)[1] for step in q
+                   if type(step) is str and step != SIGNED})
+
+
+@cache
+def _any_value() -> st.SearchStrategy[Any]:
+    scalars = st.one_of(
+        st.integers(codec.INT_MIN, codec.INT_MAX), st.sampled_from(_EDGE_INTS),
+        st.binary(max_size=70), st.sampled_from([bytes(32), b"\x44" * 32, bytes(64)]),
+        st.text(max_size=8), st.sampled_from(["n0", "n1", "n2", "n3", OBSERVER, "mallory",
+                                              DOMAIN, _peers().chain, *MESSAGE_TYPES]),
+        st.booleans(), st.none(), st.sampled_from(_envelope_pool()))
+    keys = st.sampled_from(_field_names()) | st.text(max_size=4)
+    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
+                        | st.dictionaries(keys, inner, max_size=5), max_leaves=12)
+
+
+def _rekeyed(node: dict[str, Any], data: Any) -> dict[str, Any]:
+    """``node`` with one key dropped, added or renamed."""
+    how = data.draw(st.sampled_from(["drop", "add", "rename"]), label="rekey")
+    out = dict(node)
+    if how != "add" and out:
+        old = data.draw(st.sampled_from(sorted(out)), label="key")
+        value = out.pop(old)
+        if how == "drop":
+            return out
+    else:
+        value = data.draw(_any_value(), label="value")
+    new = data.draw(st.sampled_from(_field_names()) | st.text(max_size=4), label="new key")
+    out[new] = value
+    return out
+
+
+@cache
+def _observer_signer() -> Any:
+    return signer_for(99)
+
+
+def _follower() -> Follower:
+    p = _peers()
+    submitters = {**p.vals.as_dict(), OBSERVER: _observer_signer().public_key}
+    follower = Follower(FollowerConfig(chain_id=p.chain,
+                                       checkpoint_interval=p.cfg.checkpoint_interval),
+                        p.vals, OBSERVER, _observer_signer(), Verifier(), submitters, p.ids)
+    follower.start(NOW)
+    return follower
+
+
+def assert_follower_survives(via: str, frame: bytes) -> None:
+    """An observer opens the frame (ProtocolError or a message, nothing
+    else) and answers with actions, never an exception."""
+    follower = _follower()
+    try:
+        follower.wire.open_from(via, frame)
+        opened = True
+    except ProtocolError:
+        opened = False
+    count = rejected(follower)
+    out = follower.on_message(via, frame, NOW)
+    assert type(out) is list
+    if not opened:
+        assert rejected(follower) == count + 1, dict(follower.stats)
+
+
+def _splice_anything(kind: str, state: str, path: tuple[Any, ...], data: Any) -> None:
+    """Put a drawn value (or, for a map, the map with one key changed) at
+    ``path`` of ``kind``'s template, re-signed, and feed it to both nodes."""
+    tree, _all_paths = _tree(kind)
+    node = get(tree, path)
+    if type(node) is dict and data.draw(st.booleans(), label="change a key"):
+        value = _rekeyed(node, data)
+    else:
+        value = data.draw(_any_value(), label="value")
+    frame = rebuild(tree, path, cbor2.dumps(value, canonical=True), _sign(_peers()))
+    via = _templates()[kind][0]
+    replica = _clone(_replicas()[state][0])
+    assert_refused_without_change(replica, via, frame, must_refuse=False)
+    assert_follower_survives(via, frame)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@settings(BUDGET, max_examples=50)
+@given(state=st.sampled_from(["fresh", "busy"]), data=st.data())
+def test_any_canonical_value_in_any_field_raises_only_protocol_error(kind, state, data):
+    path = data.draw(st.sampled_from(_tree(kind)[1]), label="path")
+    _splice_anything(kind, state, path, data)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+# (no shrinking: one example is a hundred frames; the labels name the path)
+@settings(BUDGET, max_examples=2, phases=(Phase.explicit, Phase.generate))
+@given(data=st.data())
+def test_every_field_of_every_message_takes_any_value(kind, data):
+    """The sweep behind the sample above: every node of every template
+    (every field, at every depth, signed or in the extra) gets a value."""
+    for path in _tree(kind)[1]:
+        _splice_anything(kind, "busy", path, data)
