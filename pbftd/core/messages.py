@@ -720,12 +720,12 @@ class Wire:
             raise ProtocolError("wrong_domain", "domain tag or chain id differs")
         cls = MESSAGE_TYPES.get(type_) if type(type_) is str else None
         if cls is None or (expected is not None and cls is not expected):
-            raise ProtocolError("wrong_type", f"unexpected message type {type_!r}")
+            raise ProtocolError("wrong_type", f"unexpected message type {type_!r:.80}")
         # Observers may submit, fetch and serve blocks (BLOCKS are checked by
         # their commit certificates); only validators may vote.
         keys = self.submitters if cls in (Submit, Fetch, Blocks) else self._validator_keys
         if type(sender) is not str or sender not in keys:
-            raise ProtocolError("unknown_sender", f"{sender!r} may not send {type_}")
+            raise ProtocolError("unknown_sender", f"{sender!r:.80} may not send {type_}")
         vote = None
         if not_needed is not None and (cls is Prepare or cls is Commit):
             # Fields first (a bare check of three values), so the question is

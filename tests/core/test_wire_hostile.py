@@ -609,3 +609,15 @@ def test_domain_is_the_protocol_tag():
     p, frames = _world()
     head, _extra = _split(frames["prepare"][1])
     assert head[0] == DOMAIN and head[1] == p.chain
+
+
+@pytest.mark.parametrize("field", [2, 3], ids=["type", "sender"])
+def test_a_refusal_quotes_at_most_80_characters_of_a_hostile_text(field):
+    """A peer chooses the type and sender texts (up to the frame size); the
+    refusal's detail ends up in the node's log, so it quotes a bounded part."""
+    p, frames = _world()
+    head, extra = _split(frames["prepare"][1])
+    head[field] = "x" * 100_000
+    with pytest.raises(ProtocolError) as caught:
+        _fresh().wire.open(_resign(p, head, None, extra, "n1"))
+    assert len(str(caught.value)) < 200
