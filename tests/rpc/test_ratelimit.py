@@ -197,7 +197,7 @@ def test_discover_publishes_each_methods_cost() -> None:
     assert methods["t.cheap"]["x-rate-cost"] == {"tokens": 1}
     assert methods["t.heavy"]["x-rate-cost"] == {"tokens": 7}
     assert methods["t.rows"]["x-rate-cost"] == {"tokens": 2, "plus_one_per": 3, "of": "rows"}
-    assert methods["rpc.discover"]["x-rate-cost"] == {"tokens": 1}
+    assert methods["rpc.discover"]["x-rate-cost"] == {"tokens": 3}
 
 
 @pytest.mark.parametrize(("params", "cost"), [
