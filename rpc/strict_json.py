@@ -148,5 +148,12 @@ def _check_strings(value: Any, string_chars_max: int) -> None:
 def _check_string(text: str, string_chars_max: int) -> None:
     if len(text) > string_chars_max:
         raise _parse_error(f"string longer than {string_chars_max} characters")
-    if not text.isascii() and _SURROGATE.search(text):
+    if has_lone_surrogate(text):
         raise _parse_error("string contains a lone surrogate")
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """Whether json decoded a lone surrogate into ``text`` ("\\ud800"): it
+    joins an escaped pair into one character, so any left is lone, and such
+    a str cannot be encoded as UTF-8 (hashing or signing it raises)."""
+    return not text.isascii() and _SURROGATE.search(text) is not None

@@ -25,7 +25,6 @@ linking ``prev_hash`` and recomputing ``time_ms`` from certified times.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +38,7 @@ from pbftd.core.messages import DOMAIN
 from pbftd.core.validators import ValidatorSet
 
 from .schema import SchemaViolation, validate
+from .strict_json import has_lone_surrogate
 
 __all__ = [
     "CERT_SCHEMA",
@@ -208,19 +208,11 @@ def header_from_json(h: Mapping[str, Any]) -> BlockHeader:
     """A schema-valid header as a BlockHeader; ProofError if a text in it is not
     Unicode text (a lone surrogate, "\\ud800" in JSON): hashing it would raise."""
     for name in ("chain_id", "proposer"):
-        if _lone_surrogate(h[name]):
+        if has_lone_surrogate(h[name]):
             raise _fail("malformed", f"header/{name}: contains a lone surrogate")
     return BlockHeader(h["chain_id"], h["height"], bytes.fromhex(h["prev_hash"]), h["time_ms"],
                        h["batch_time_ms"], bytes.fromhex(h["tx_root"]), h["tx_count"],
                        bytes.fromhex(h["state_root"]), h["proposer"], h["view"])
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _lone_surrogate(text: str) -> bool:
-    # json decodes an escaped pair ("\ud83d\ude00") into one character: any left is lone
-    return not text.isascii() and _SURROGATE.search(text) is not None
 
 
 def _validator_set(validators: Mapping[str, bytes]) -> ValidatorSet:
@@ -431,7 +423,7 @@ def parse_proof_json(data: bytes) -> Any:
     while stack:  # iterative: what parsed may still be nested deeply
         item = stack.pop()
         if type(item) is str:
-            if _lone_surrogate(item):
+            if has_lone_surrogate(item):
                 raise _fail("not_json", "the proof holds a string with a lone surrogate")
         elif type(item) is list:
             stack.extend(item)
